@@ -1,0 +1,5 @@
+import sys
+
+from lmcourse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Small conveniences every notebook uses: set up a run, show lmcourse code, show tables.
+
+Notebooks teach by showing the code that lives in lmcourse; :func:`show_source` renders it so the
+chapter reads the real implementation rather than a copy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+from lmcourse.profiles import Profile, get_profile
+
+
+def setup_notebook(profile: str | Profile | None = None, seed: int = 0, threads: int | None = None,
+                   verbose: bool = True) -> Profile:
+    """Resolve the profile, seed everything, set CPU threads and the plot style; returns the profile."""
+    from lmcourse.runtime import choose_device, seed_everything, set_cpu_threads
+
+    prof = get_profile(profile)
+    os.environ["LMCOURSE_PROFILE"] = prof.name  # so helpers called later see the same profile
+    seed_everything(seed)
+    n_threads = set_cpu_threads(threads)
+    try:
+        import matplotlib
+
+        if os.environ.get("MPLBACKEND", "").lower() == "agg" or not os.environ.get("DISPLAY"):
+            pass  # inline backend in Jupyter, Agg headless: both fine
+        matplotlib.rcParams.update({"figure.figsize": (7, 4), "figure.dpi": 100, "axes.grid": True})
+    except ImportError:  # pragma: no cover
+        pass
+    if verbose:
+        print(f"profile={prof.name} ({prof.description}); seed={seed}; device={choose_device()}; "
+              f"torch threads={n_threads}")
+    return prof
+
+
+def show_source(*objects: Callable[..., Any] | type, markdown: bool = True):
+    """Display the source of lmcourse functions/classes (syntax-highlighted Markdown in Jupyter)."""
+    text = "\n\n".join(inspect.getsource(obj).rstrip() for obj in objects)
+    if not markdown:
+        print(text)
+        return None
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"```python\n{text}\n```"))
+    except ImportError:  # pragma: no cover
+        print(text)
+    return None
+
+
+def show_table(rows: Any, floatfmt: str = "{:.4f}", **kwargs: Any):
+    """Rows (list of dicts, dict of dicts or DataFrame) as a DataFrame, floats formatted; returns it."""
+    import pandas as pd
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, **kwargs)
+    try:
+        from IPython.display import display
+
+        display(df.style.format(floatfmt, subset=df.select_dtypes("float").columns))
+    except ImportError:  # pragma: no cover
+        print(df.to_string())
+    return df

@@ -1,0 +1,179 @@
+"""Executing notebooks headless with papermill, one folder per run with the output and its metrics.
+
+``runs/<group>/<run-id>/`` receives the executed notebook and ``metrics.json``: what the notebook
+recorded (:mod:`lmcourse.tracking`) plus status, parameters, profile, wall time, hardware, library
+versions and git commit. A failing notebook keeps its output notebook (with the error in it) and is
+marked ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lmcourse.errors import LmcourseError, SpecError
+from lmcourse.profiles import PROFILE_ENV, resolve_profile_name
+from lmcourse.tracking import METRICS_FILE, RUN_DIR_ENV, write_json_atomic
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV) or Path.cwd() / "runs")
+
+
+def git_commit(cwd: Path = REPO_ROOT) -> str | None:
+    """The commit of the checkout (with ``-dirty`` when it has changes), or ``None`` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters declared in the notebook's ``parameters`` cell (name -> inferred info)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def list_notebooks(folder: Path | None = None) -> list[Path]:
+    """The course notebooks ``NN_topic.ipynb`` in order."""
+    folder = Path(folder or NOTEBOOKS_DIR)
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def find_notebook(name: str | os.PathLike) -> Path:
+    """A notebook path from a path, a file name or a prefix such as ``00`` (looked up in notebooks/)."""
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    candidates = [p for p in list_notebooks() if p.name == str(name) or p.stem == str(name)
+                  or p.name.startswith(f"{name}_")]
+    if len(candidates) == 1:
+        return candidates[0]
+    known = ", ".join(p.name for p in list_notebooks())
+    raise LmcourseError(f"notebook {str(name)!r} not found; give a path or one of: {known}")
+
+
+@dataclass
+class RunResult:
+    notebook: Path
+    run_dir: Path
+    output: Path
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    wall_time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    parameters: dict[str, Any] | None = None,
+    profile: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    group: str | None = None,
+    run_id: str | None = None,
+    run_dir: str | os.PathLike | None = None,
+    extra_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    kernel_name: str = "python3",
+) -> RunResult:
+    """Execute ``notebook`` with papermill into ``runs/<group or notebook>/<run-id>/``.
+
+    Unknown parameter names or profiles fail before anything runs. The kernel sees
+    ``LMCOURSE_RUN_DIR`` (where :func:`lmcourse.tracking.record_metrics` writes) and ``LMCOURSE_PROFILE``.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from lmcourse.runtime import hardware_info, library_versions
+
+    nb = find_notebook(notebook)
+    params = dict(parameters or {})
+    declared = notebook_parameters(nb)
+    if "profile" not in declared:
+        raise SpecError(f"{nb.name} has no 'profile' parameter in a cell tagged 'parameters'")
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise SpecError(f"{nb.name} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
+    if "profile" in params and profile is None:
+        profile = params.pop("profile")
+    params["profile"] = resolve_profile_name(profile)
+
+    folder = Path(run_dir) if run_dir else Path(runs_dir or default_runs_dir()) / (group or nb.stem) / (run_id or new_run_id())
+    folder.mkdir(parents=True, exist_ok=True)
+    output = folder / nb.name
+    metrics_path = folder / METRICS_FILE
+    metrics_path.unlink(missing_ok=True)
+
+    env_before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, PROFILE_ENV)}
+    os.environ[RUN_DIR_ENV] = str(folder.resolve())
+    os.environ[PROFILE_ENV] = params["profile"]
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    status, error = "completed", None
+    try:
+        papermill.execute_notebook(
+            str(nb), str(output), parameters=params, kernel_name=kernel_name, cwd=str(nb.parent),
+            progress_bar=progress, log_output=False, report_mode=False,
+        )
+    except PapermillExecutionError as exc:
+        status, error = "failed", f"{exc.ename}: {exc.evalue}"
+    except KeyboardInterrupt:
+        status, error = "interrupted", "KeyboardInterrupt"
+        raise
+    except Exception as exc:  # kernel died, bad notebook, ...
+        status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    finally:
+        wall = time.perf_counter() - started
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        recorded = {}
+        if metrics_path.is_file():
+            try:
+                recorded = json.loads(metrics_path.read_text()).get("metrics", {})
+            except (OSError, json.JSONDecodeError):
+                recorded = {}
+        summary = {
+            "notebook": nb.name,
+            "run_dir": str(folder),
+            "status": status,
+            "error": error,
+            "profile": params["profile"],
+            "parameters": params,
+            "metrics": recorded,
+            "wall_time_s": round(wall, 3),
+            "started_at": started_at,
+            "hardware": hardware_info(),
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+            **(extra_info or {}),
+        }
+        write_json_atomic(metrics_path, summary)
+    return RunResult(nb, folder, output, status, recorded, error, wall)
