@@ -41,7 +41,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> int:
 
 def setup() -> None:
     """Create .venv and install the pinned requirements and lmcourse (editable) into it."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - tasks.py may be run by an older python3
         sys.exit(f"lmcourse needs Python >= 3.11, this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating virtual environment {VENV}", flush=True)

@@ -160,7 +160,9 @@ class SplitSource:
     files: tuple[str, ...] = ()
 
 
-def find_glue_split(task: str, split: str, source: str | os.PathLike | None = None) -> tuple[SplitSource | None, list[str]]:
+def find_glue_split(
+    task: str, split: str, source: str | os.PathLike | None = None
+) -> tuple[SplitSource | None, list[str]]:
     """The first source that has ``task``/``split``, and the list of places tried (for messages)."""
     spec = get_task(task)
     tried: list[str] = []

@@ -42,9 +42,12 @@ def compute_glue_metric(task: str, predictions, references) -> dict[str, float]:
 
 
 def task_score(task: str, result: Mapping[str, float]) -> float:
-    """The single number GLUE reports for a task: two-metric tasks are averaged first."""
+    """The single number GLUE reports for a task: two-metric tasks (F1/accuracy, Pearson/Spearman) averaged."""
     if "combined_score" in result:
         return float(result["combined_score"])
+    for pair in (("pearson", "spearmanr"), ("accuracy", "f1")):
+        if all(k in result for k in pair):
+            return float(np.mean([result[k] for k in pair]))
     for key in ("matthews_correlation", "accuracy"):
         if key in result:
             return float(result[key])

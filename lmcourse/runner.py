@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,10 @@ def run_notebook(
         profile = params.pop("profile")
     params["profile"] = resolve_profile_name(profile)
 
-    folder = Path(run_dir) if run_dir else Path(runs_dir or default_runs_dir()) / (group or nb.stem) / (run_id or new_run_id())
+    if run_dir:
+        folder = Path(run_dir)
+    else:
+        folder = Path(runs_dir or default_runs_dir()) / (group or nb.stem) / (run_id or new_run_id())
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / nb.name
     metrics_path = folder / METRICS_FILE
@@ -133,7 +136,7 @@ def run_notebook(
     os.environ[RUN_DIR_ENV] = str(folder.resolve())
     os.environ[PROFILE_ENV] = params["profile"]
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     status, error = "completed", None
     try:
         papermill.execute_notebook(
