@@ -54,8 +54,24 @@ def task_score(task: str, result: Mapping[str, float]) -> float:
     raise LmcourseError(f"GLUE {task}: no score in result keys {sorted(result)}")
 
 
+MNLI_PARTS = ("mnli_matched", "mnli_mismatched")
+
+
 def glue_score(per_task: Mapping[str, Mapping[str, float]]) -> float:
-    """GLUE's overall score: the mean of per-task scores (MNLI m/mm count as two tasks in GLUE's table)."""
+    """GLUE's overall score: the unweighted mean of per-task scores (Wang et al., 2019, section 4).
+
+    Two-metric tasks are averaged first (:func:`task_score`); MNLI counts once, as the mean of its
+    matched and mismatched accuracies (give them as ``mnli_matched``/``mnli_mismatched`` or as one
+    ``mnli`` entry). The diagnostic set ``ax`` is not part of the score.
+    """
     if not per_task:
         raise LmcourseError("glue_score: no task results given")
-    return float(np.mean([task_score(t, r) for t, r in per_task.items()]))
+    scores = {t: task_score(t, r) for t, r in per_task.items() if t != "ax"}
+    parts = [scores.pop(p) for p in MNLI_PARTS if p in scores]
+    if parts:
+        if "mnli" in scores:
+            raise LmcourseError("glue_score: give MNLI either as 'mnli' or as 'mnli_matched'/'mnli_mismatched'")
+        scores["mnli"] = float(np.mean(parts))
+    if not scores:
+        raise LmcourseError("glue_score: no task results besides the diagnostic set 'ax'")
+    return float(np.mean(list(scores.values())))

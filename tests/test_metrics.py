@@ -102,3 +102,18 @@ def test_task_score_and_glue_score():
         glue_score({})
     with pytest.raises(LmcourseError, match="no score"):
         task_score("x", {"loss": 1.0})
+
+
+def test_glue_score_reproduces_bert_large_leaderboard_score():
+    """BERT-large on the GLUE test server: 80.5 (Devlin et al. 2019, abstract; per-task numbers from the
+    GLUE leaderboard entry "BERT: 24-layers, 16-heads, 1024-hidden"). MNLI m/mm count as one task."""
+    per_task = {
+        "cola": {"matthews_correlation": 0.605}, "sst2": {"accuracy": 0.949},
+        "mrpc": {"f1": 0.893, "accuracy": 0.854}, "stsb": {"pearson": 0.876, "spearmanr": 0.865},
+        "qqp": {"f1": 0.721, "accuracy": 0.893}, "mnli_matched": {"accuracy": 0.867},
+        "mnli_mismatched": {"accuracy": 0.859}, "qnli": {"accuracy": 0.927}, "rte": {"accuracy": 0.701},
+        "wnli": {"accuracy": 0.651}, "ax": {"matthews_correlation": 0.396},
+    }
+    assert round(glue_score(per_task), 3) == 0.805
+    with pytest.raises(LmcourseError, match="either as 'mnli'"):
+        glue_score({**per_task, "mnli": {"accuracy": 0.8}})
