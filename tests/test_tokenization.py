@@ -47,7 +47,7 @@ def test_bpe_learn_matches_tokenizers_on_random_ties():
 
 
 def test_tie_break_is_by_ids_not_by_first_appearance():
-    # "zy" appears first in the text but (y, z) ... no: pairs (z,y) and (a,b) both occur twice;
+    # pairs (z, y) and (a, b) both occur twice and (z, y) is seen first;
     # a < z by code point, so (a, b) is merged first although "zy" comes first in the corpus
     wc = {"zy": 2, "ab": 2}
     assert T.bpe_learn(wc, 1) == [("a", "b")] == T.hf_bpe_merges(wc, 1)
