@@ -1,0 +1,130 @@
+"""finetune() end to end on a tiny random BERT (single sentence, pair, regression), its errors, the
+throughput callback's token counts and FGM's perturbation norm and exact restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmcourse.data import get_task, load_glue
+from lmcourse.errors import DataUnavailableError, SpecError, UnknownNameError
+from lmcourse.finetuning import FGM, ThroughputCallback, finetune, majority_baseline, metric_record, task_settings
+from lmcourse.metrics import compute_glue_metric
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer hidden-32 BERT with random weights and MiniLM's tokenizer, saved like a checkpoint."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lmcourse.models import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+FAST = {"max_train_samples": 48, "max_eval_samples": 40, "num_epochs": 1, "batch_size": 16, "max_length": 32,
+        "progress": False, "bf16": False}
+
+
+@pytest.mark.parametrize("task", ["sst2", "mrpc", "stsb"])
+def test_finetune_tiny(task, tiny_bert, tmp_path):
+    spec = get_task(task)
+    res = finetune(task, tiny_bert, profile="smoke", output_dir=tmp_path, **FAST)
+    assert list(res.metrics) == list(spec.eval_splits)
+    m = res.metrics["validation"]
+    preds = res.predictions["validation"]
+    assert preds.logits.shape == (40, spec.num_labels)
+    assert preds.labels.shape == (40,)
+    # metrics are exactly the GLUE metric of the returned logits, plus combined_score
+    expected = compute_glue_metric(task, preds.predictions, preds.labels)
+    assert set(m) == set(expected) | {"combined_score"}
+    for k, v in expected.items():
+        assert m[k] == pytest.approx(v, abs=1e-6)
+    assert res.main_metric in m
+    # the checkpoint is safetensors and reloads to the same predictions
+    best = Path(res.best_checkpoint)
+    assert (best / "model.safetensors").is_file() and not list(best.glob("pytorch_model*.bin"))
+    assert not list(Path(tmp_path).glob("checkpoint-*"))
+    # throughput: non-padding tokens = tokenised lengths of the 48 training examples (1 epoch)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    raw = load_glue(task, "train").shuffle(seed=0).select(range(48))
+    enc = tok(*[list(raw[c]) for c in spec.input_columns], truncation=True, max_length=32)
+    assert res.throughput["train_tokens"] == sum(len(x) for x in enc["input_ids"])
+    assert res.throughput["train_examples"] == 48
+    assert res.throughput["train_padded_tokens"] >= res.throughput["train_tokens"]
+    assert res.train_tokens_per_s > 0 and 0 < res.mfu < 1
+    assert res.trainable_params == sum(p.numel() for p in torch.nn.Module.parameters(_reload(best, task)))
+    rec = metric_record(res)
+    assert f"{task}/{res.main_metric}" in rec and f"{task}/train_tokens_per_s" in rec and f"{task}/mfu" in rec
+
+
+def _reload(path, task):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(path)
+
+
+def test_errors(tiny_bert):
+    with pytest.raises(UnknownNameError, match="known tasks"):
+        finetune("sst3", tiny_bert)
+    with pytest.raises(UnknownNameError, match="profile"):
+        finetune("sst2", tiny_bert, profile="huge")
+    with pytest.raises(UnknownNameError, match="unknown model"):
+        finetune("sst2", "no-such-model", profile="smoke")
+    with pytest.raises(SpecError, match="hyperparameter"):
+        finetune("sst2", tiny_bert, profile="smoke", learning_rat=1e-3)
+    with pytest.raises(DataUnavailableError, match="qnli/train"):  # the mirror has no QNLI train split
+        finetune("qnli", tiny_bert, profile="smoke")
+
+
+def test_task_settings_order():
+    s = task_settings("cpu", "sst2", learning_rate=1e-3, max_length=None)
+    assert s["learning_rate"] == 1e-3 and s["max_length"] == 64  # None keeps the profile/task value
+    assert task_settings("gpu", "rte")["learning_rate"] == 2e-5
+
+
+def test_throughput_counts_exactly():
+    cb = ThroughputCallback()
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    cb.count({"input_ids": torch.zeros_like(mask), "attention_mask": mask})
+    cb.count({"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)})
+    assert (cb.tokens, cb.padded_tokens, cb.examples, cb.batches) == (9 + 6, 15 + 6, 5, 2)
+    assert cb.mean_padded_length == pytest.approx((15 * 5 + 6 * 3) / 21)
+
+
+def test_fgm_norm_and_restore():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32))
+    ids = torch.randint(0, 100, (4, 7))
+    model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    w0 = model.get_input_embeddings().weight.detach().clone()
+    fgm = FGM(model, epsilon=0.5)
+    r = fgm.attack()
+    w1 = model.get_input_embeddings().weight.detach()
+    assert torch.linalg.vector_norm(w1 - w0).item() == pytest.approx(0.5, rel=1e-5)
+    g = model.get_input_embeddings().weight.grad
+    torch.testing.assert_close(r, 0.5 * g / torch.linalg.vector_norm(g))
+    fgm.restore()
+    assert torch.equal(model.get_input_embeddings().weight.detach(), w0)
+
+
+def test_majority_baseline():
+    labels = np.array([1, 1, 0, 1])
+    assert majority_baseline("sst2", labels)["accuracy"] == 0.75
+    assert majority_baseline("stsb", np.array([0.0, 1.0, 2.0, 5.0]))["pearson"] == 0.0
+    assert majority_baseline("mrpc", np.array([1, 1, 0]))["f1"] == pytest.approx(0.8)
