@@ -1,0 +1,172 @@
+"""The benchmark suite with small real notebooks: spec validation, sweep, resume, failures, aggregation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lmcourse.bench import (
+    RESULT_COLUMNS,
+    find_spec,
+    leaderboard,
+    load_results,
+    load_spec,
+    make_run_id,
+    run_spec,
+    validate_results,
+)
+from lmcourse.cli import main as cli_main
+from lmcourse.errors import LmcourseError, SpecError
+
+# A stand-in for the fine-tuning notebook: same parameters, records the same keys, a deterministic
+# "accuracy" that depends on model, task and seed, and fails on demand.
+FAKE_FINETUNE = '''
+import zlib
+from lmcourse.tracking import record_metrics
+if fail:
+    raise RuntimeError(f"deliberate failure for {task}")
+h = zlib.crc32(f"{model}-{task}".encode()) % 1000 / 10000
+acc = 0.7 + h + 0.01 * seed
+metrics = {f"{task}/accuracy": acc, f"{task}/train_tokens_per_s": 1000.0 + seed, f"{task}/mfu": 0.1,
+           f"{task}/peak_memory_bytes": 123456, f"{task}/train_seconds": 1.5, f"{task}/trainable_params": 1000}
+if task == "mrpc":
+    metrics.update({f"{task}/f1": acc + 0.05, f"{task}/combined_score": acc + 0.025})
+record_metrics(metrics)
+'''
+
+
+@pytest.fixture
+def bench_dir(tmp_path) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = None\nseed = 0\nmodel = "minilm-l6"\ntask = "sst2"\nfail = False',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(FAKE_FINETUNE)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "50_fake.ipynb")
+    return tmp_path
+
+
+def _spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+GOOD_SPEC = """name: fake
+notebook: 50_fake.ipynb
+matrix:
+  model: [minilm-l6]
+  task: [sst2, mrpc]
+  seed: [0, 1]
+  profile: [smoke]
+include:
+  - {model: minilm-l6, task: rte, seed: 0, profile: smoke, fail: true}
+tolerance: 0.01
+"""
+
+
+def test_spec_expands_the_matrix(bench_dir):
+    spec = load_spec(_spec(bench_dir, GOOD_SPEC))
+    assert spec.name == "fake" and len(spec.runs) == 5
+    ids = [r.run_id for r in spec.runs]
+    assert "50-minilm-l6-sst2-smoke-s0" in ids and len(set(ids)) == 5
+    assert spec.runs[-1].parameters["fail"] is True and ids[-1].startswith("50-minilm-l6-rte-smoke-s0-")
+    assert make_run_id(Path("07_x.ipynb"), {"model": "org/m", "task": "cola", "seed": 2, "profile": "cpu"}) \
+        == "07-org--m-cola-cpu-s2"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrx:\n  task: [sst2]\n", r":3: unknown key 'matrx'"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  task: [sst3]\n", r":4: unknown GLUE task 'sst3'"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  task: [sst2]\n  model: [nope]\n", r":5: unknown model 'nope'"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  task: [sst2]\n  profile: [laptop]\n", r":5: unknown profile"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  task: []\n", r":4: matrix axis 'task' is empty"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix: {}\n", r":3: 'matrix' must be a non-empty mapping"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  lr: [0.1]\n", r":4: 50_fake.ipynb has no parameter 'lr'"),
+    ("name: x\nnotebook: 50_fake.ipynb\nmatrix:\n  task: [sst2]\nexclude:\n  - {task: sst2}\n", r"has no runs"),
+    ("name: x\nnotebook: 99_missing.ipynb\nmatrix:\n  task: [sst2]\n", r"notebook '99_missing.ipynb' not found"),
+    ("name: x\nmatrix: [1, 2\n", r"not valid YAML"),
+])
+def test_malformed_specs_fail_before_any_run(bench_dir, text, message):
+    path = _spec(bench_dir, text)
+    with pytest.raises(SpecError, match=message) as err:
+        run_spec(path, runs_dir=bench_dir / "runs", progress=False)
+    assert str(path) in str(err.value)
+    assert not (bench_dir / "runs").exists()
+
+
+def test_sweep_resume_failure_and_aggregation(bench_dir, capsys):
+    spec_path = _spec(bench_dir, GOOD_SPEC)
+    runs = bench_dir / "runs"
+    # dry run lists everything as to-do and runs nothing
+    assert cli_main(["bench", str(spec_path), "--dry-run", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[todo]") == 5 and not runs.exists()
+
+    # --only runs a subset
+    first = run_spec(spec_path, runs_dir=runs, only="*sst2-smoke-s0", progress=False)
+    assert first.completed == ["50-minilm-l6-sst2-smoke-s0"] and first.failed == []
+
+    # the full sweep skips the completed run, records the failure and completes the others
+    code = cli_main(["bench", str(spec_path), "--runs-dir", str(runs), "-q"])
+    assert code == 1  # one run failed
+    out = capsys.readouterr().out
+    assert "3 ran, 1 skipped" in out and "1 failed" in out
+    failed_dir = next((runs / "fake").glob("50-minilm-l6-rte-*"))
+    assert json.loads((failed_dir / "metrics.json").read_text())["status"] == "failed"
+    assert (failed_dir / "50_fake.ipynb").is_file()  # output notebook with the error kept
+
+    rows = load_results(runs / "fake" / "results.csv")
+    assert len(rows) == 5 and set(rows[0]) == set(RESULT_COLUMNS)
+    by_id = {r["run_id"]: r for r in rows}
+    mrpc = by_id["50-minilm-l6-mrpc-smoke-s1"]
+    assert mrpc["score"] == pytest.approx(mrpc["combined_score"])
+    assert mrpc["f1"] == pytest.approx(mrpc["accuracy"] + 0.05)
+    assert mrpc["train_tokens_per_s"] == 1001.0 and mrpc["status"] == "completed"
+    assert by_id[failed_dir.name]["error"].startswith("RuntimeError: deliberate failure")
+
+    board = (runs / "fake" / "leaderboard.md").read_text()
+    assert "| minilm-l6 | smoke | sst2 | 2 |" in board and "GLUE (2 tasks)" in board
+    assert "deliberate failure for rte" in board
+
+    # a rerun skips all completed runs and retries only the failed one; nothing regresses
+    again = run_spec(spec_path, runs_dir=runs, progress=False)
+    assert sorted(again.skipped) == sorted(r for r in by_id if r != failed_dir.name)
+    assert again.failed == [failed_dir.name]
+    assert len(list((runs / "fake" / "history").glob("results-*.csv"))) == 2
+    assert "regression" not in (runs / "fake" / "leaderboard.md").read_text().split("|---|")[-1]
+
+
+def test_regressions_against_previous_results_are_flagged():
+    base = {c: None for c in RESULT_COLUMNS}
+    row = {**base, "bench": "b", "run_id": "r", "status": "completed", "notebook": "n", "profile": "cpu",
+           "wall_time_s": 1.0, "model": "m", "task": "sst2", "seed": 0, "score": 0.80, "accuracy": 0.80}
+    prev = {**row, "score": 0.85, "accuracy": 0.85}
+    validate_results([row, prev])
+    table = leaderboard([row], {"m": {"sst2": 0.9}}, [prev], tolerance=0.02)
+    sst2 = table[table["task"] == "sst2"].iloc[0]
+    assert bool(sst2["regression"]) and sst2["published"] == 0.9 and sst2["previous"] == 0.85
+    assert not leaderboard([row], None, [prev], tolerance=0.1).iloc[0]["regression"]
+
+
+def test_results_schema_rejects_bad_rows():
+    base = {c: None for c in RESULT_COLUMNS}
+    good = {**base, "bench": "b", "run_id": "r", "status": "completed", "notebook": "n", "profile": "cpu",
+            "wall_time_s": 1.0}
+    validate_results([good])
+    with pytest.raises(LmcourseError, match="not a fraction"):
+        validate_results([{**good, "accuracy": 88.0}])
+    with pytest.raises(LmcourseError, match="missing columns"):
+        validate_results([{"bench": "b"}])
+    with pytest.raises(LmcourseError, match="run_id is required"):
+        validate_results([{**good, "run_id": None}])
+    with pytest.raises(LmcourseError, match="unknown status"):
+        validate_results([{**good, "status": "maybe"}])
+
+
+def test_unknown_spec_name_lists_shipped_specs():
+    with pytest.raises(SpecError, match=r"shipped specs: .*smoke"):
+        find_spec("no-such-spec")
