@@ -149,7 +149,7 @@ def make_run_id(notebook: Path, parameters: Mapping[str, Any]) -> str:
 def load_spec(spec: str | os.PathLike) -> BenchSpec:
     """Parse and validate a spec; every problem raises :class:`SpecError` naming the file and line."""
     from lmcourse.data import get_task
-    from lmcourse.models import resolve
+    from lmcourse.models import KNOWN_MODELS, resolve
     from lmcourse.profiles import resolve_profile_name
     from lmcourse.runner import find_notebook, notebook_parameters
 
@@ -229,8 +229,8 @@ def load_spec(spec: str | os.PathLike) -> BenchSpec:
         try:
             if "task" in params:
                 params["task"] = get_task(params["task"]).name
-            if "model" in params:
-                resolve(str(params["model"]))
+            if "model" in params and str(params["model"]).lower() not in KNOWN_MODELS:
+                resolve(str(params["model"]))  # known names are checked when the run loads the weights
             params["profile"] = resolve_profile_name(params.get("profile"))
         except UnknownNameError as exc:
             bad = next((k for k in ("task", "model", "profile") if k in str(exc)), None)
@@ -705,3 +705,34 @@ def register_cli(subparsers) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a locally started Ray instance")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
+
+
+# ------------------------------------------------------------------------------------------- reporting
+def find_results(results: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+                 prefer: Iterable[str] = ("gpu", "cpu", "smoke"), run_if_missing: str | None = "smoke",
+                 progress: bool = True) -> Path:
+    """The results.csv to report on.
+
+    ``results`` may be a results.csv, a bench folder or a bench name under ``runs_dir``. With ``None``
+    the first of ``prefer`` that has results is used; when there is none, the ``run_if_missing`` spec is
+    run first (the smoke spec takes a few minutes on a laptop).
+    """
+    from lmcourse.runner import default_runs_dir
+
+    runs_dir = Path(runs_dir or default_runs_dir())
+    if results is not None:
+        path = Path(results)
+        for candidate in (path, path / "results.csv", runs_dir / str(results) / "results.csv"):
+            if candidate.is_file():
+                return candidate
+        raise LmcourseError(f"no benchmark results at {results!r} (looked for a results.csv there and under "
+                            f"{runs_dir}); run `lmcourse bench <spec>` first")
+    for name in prefer:
+        candidate = runs_dir / name / "results.csv"
+        if candidate.is_file():
+            return candidate
+    if run_if_missing is None:
+        raise LmcourseError(f"no benchmark results under {runs_dir}; run `lmcourse bench smoke` first")
+    sweep = run_spec(run_if_missing, runs_dir=runs_dir, progress=progress)
+    assert sweep.results_file is not None
+    return sweep.results_file

@@ -27,6 +27,19 @@ def _minilm_l6_path() -> str:
     return str(path)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+SCRATCH_BERT_DIR = REPO_ROOT / "checkpoints" / "bert-mlm-cpu"
+
+
+def _scratch_bert_path() -> str:
+    if not (SCRATCH_BERT_DIR / "config.json").is_file():
+        raise DataUnavailableError(
+            f"model 'scratch-bert' is the BERT pretrained from scratch in notebook 05 and is not there yet "
+            f"({SCRATCH_BERT_DIR}); create it with `lmcourse run notebooks/05_pretraining_mlm.ipynb --profile cpu`"
+        )
+    return str(SCRATCH_BERT_DIR)
+
+
 @dataclass(frozen=True)
 class KnownModel:
     """A short name: where its weights are and what it is."""
@@ -56,6 +69,12 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         "DistilBERT-base, uncased (66M params)",
         lambda: "distilbert/distilbert-base-uncased",
         "Hub",
+    ),
+    "scratch-bert": KnownModel(
+        "scratch-bert",
+        "the BERT pretrained from scratch with MLM in notebook 05 (cpu profile), with its WordPiece tokenizer",
+        _scratch_bert_path,
+        "notebook 05 (checkpoints/, git-ignored)",
     ),
     "gpt2": KnownModel("gpt2", "GPT-2 small (124M params)", lambda: "openai-community/gpt2", "Hub"),
 }
