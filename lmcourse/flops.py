@@ -57,3 +57,33 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak_flops_per_second:
     if peak_flops_per_second <= 0:
         raise ValueError("peak FLOP/s must be positive (measure it with lmcourse.perf.measure_peak_flops)")
     return tokens_per_second * flops_per_token / peak_flops_per_second
+
+
+def flops_breakdown(d_model: int, num_layers: int, num_heads: int, d_ff: int, vocab_size: int, seq_len: int,
+                    lm_head: bool = True, training: bool = True) -> dict[str, float]:
+    """FLOPs per token of each part of a transformer, from its sizes (weight matrices only, no biases).
+
+    Forward, per token and layer: Q/K/V/O projections ``2 * 4 d^2``; MLP ``2 * 2 d d_ff``; scores
+    ``QK^T`` and the weighted sum ``AV`` ``2 * 2 T d`` (``d = H Q``); once per token the LM head (or an
+    MLM decoder tied to the embedding) ``2 d V``. ``training`` multiplies by 3 (backward = 2 x forward).
+    The parts add up to :func:`training_flops_per_token` with ``N = L (4 d^2 + 2 d d_ff) + d V``.
+    Note: with a causal mask half of the score matrix is masked, so an implementation that skips it
+    (flash attention) does half the attention FLOPs; the formula, like PaLM's MFU, counts them all.
+    """
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+    k = 3.0 if training else 1.0
+    parts = {
+        "attention projections (QKV, O)": k * 2 * 4 * d_model**2 * num_layers,
+        "MLP": k * 2 * 2 * d_model * d_ff * num_layers,
+        "attention scores + weighted sum": k * 2 * 2 * seq_len * d_model * num_layers,
+        "LM head (tied embedding)": k * 2 * d_model * vocab_size if lm_head else 0.0,
+    }
+    return parts
+
+
+def attention_flops_share(d_model: int, num_layers: int, num_heads: int, d_ff: int, vocab_size: int,
+                          seq_len: int, lm_head: bool = True) -> float:
+    """Fraction of the FLOPs spent in ``QK^T`` and ``AV`` (the part that grows with context length)."""
+    parts = flops_breakdown(d_model, num_layers, num_heads, d_ff, vocab_size, seq_len, lm_head)
+    return parts["attention scores + weighted sum"] / sum(parts.values())
