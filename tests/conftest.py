@@ -33,3 +33,62 @@ def data_dir() -> Path:
         pytest.fail("LMCOURSE_DATA_DIR must point at the offline data mirror (glue/, corpora/); "
                     "CI sets it to ../shared/data")
     return Path(value)
+
+
+# ---------------------------------------------------------------------------------- benchmark fixtures
+# A stand-in for the fine-tuning notebook: same parameters, records the same keys, a deterministic
+# "accuracy" that depends on model, task and seed, and fails on demand.
+FAKE_FINETUNE = """
+import zlib
+from lmcourse.tracking import record_metrics
+if fail:
+    raise RuntimeError(f"deliberate failure for {task}")
+h = zlib.crc32(f"{model}-{task}".encode()) % 1000 / 10000
+acc = 0.7 + h + 0.01 * seed
+metrics = {f"{task}/accuracy": acc, f"{task}/train_tokens_per_s": 1000.0 + seed, f"{task}/mfu": 0.1,
+           f"{task}/peak_memory_bytes": 123456, f"{task}/train_seconds": 1.5, f"{task}/trainable_params": 1000}
+if task == "mrpc":
+    metrics.update({f"{task}/f1": acc + 0.05, f"{task}/combined_score": acc + 0.025})
+record_metrics(metrics)
+"""
+
+GOOD_SPEC = """name: fake
+notebook: 50_fake.ipynb
+matrix:
+  model: [minilm-l6]
+  task: [sst2, mrpc]
+  seed: [0, 1]
+  profile: [smoke]
+include:
+  - {model: minilm-l6, task: rte, seed: 0, profile: smoke, fail: true}
+tolerance: 0.01
+"""
+
+
+def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def bench_dir(tmp_path) -> Path:
+    """A folder with the fake fine-tuning notebook ``50_fake.ipynb`` (specs written beside it find it)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = None\nseed = 0\nmodel = "minilm-l6"\ntask = "sst2"\nfail = False',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(FAKE_FINETUNE)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "50_fake.ipynb")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smoke_bench_local(tmp_path_factory):
+    """The shipped smoke spec run once with the local backend (real papermill runs of notebook 07)."""
+    from lmcourse.bench import run_spec
+
+    runs_dir = tmp_path_factory.mktemp("smoke-local")
+    return run_spec("smoke", runs_dir=runs_dir, progress=False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import GOOD_SPEC
+from conftest import write_spec as _spec
 
 from lmcourse.bench import (
     RESULT_COLUMNS,
@@ -20,52 +21,6 @@ from lmcourse.bench import (
 )
 from lmcourse.cli import main as cli_main
 from lmcourse.errors import LmcourseError, SpecError
-
-# A stand-in for the fine-tuning notebook: same parameters, records the same keys, a deterministic
-# "accuracy" that depends on model, task and seed, and fails on demand.
-FAKE_FINETUNE = '''
-import zlib
-from lmcourse.tracking import record_metrics
-if fail:
-    raise RuntimeError(f"deliberate failure for {task}")
-h = zlib.crc32(f"{model}-{task}".encode()) % 1000 / 10000
-acc = 0.7 + h + 0.01 * seed
-metrics = {f"{task}/accuracy": acc, f"{task}/train_tokens_per_s": 1000.0 + seed, f"{task}/mfu": 0.1,
-           f"{task}/peak_memory_bytes": 123456, f"{task}/train_seconds": 1.5, f"{task}/trainable_params": 1000}
-if task == "mrpc":
-    metrics.update({f"{task}/f1": acc + 0.05, f"{task}/combined_score": acc + 0.025})
-record_metrics(metrics)
-'''
-
-
-@pytest.fixture
-def bench_dir(tmp_path) -> Path:
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = None\nseed = 0\nmodel = "minilm-l6"\ntask = "sst2"\nfail = False',
-                                  metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(FAKE_FINETUNE)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "50_fake.ipynb")
-    return tmp_path
-
-
-def _spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
-
-
-GOOD_SPEC = """name: fake
-notebook: 50_fake.ipynb
-matrix:
-  model: [minilm-l6]
-  task: [sst2, mrpc]
-  seed: [0, 1]
-  profile: [smoke]
-include:
-  - {model: minilm-l6, task: rte, seed: 0, profile: smoke, fail: true}
-tolerance: 0.01
-"""
 
 
 def test_spec_expands_the_matrix(bench_dir):
@@ -170,3 +125,24 @@ def test_results_schema_rejects_bad_rows():
 def test_unknown_spec_name_lists_shipped_specs():
     with pytest.raises(SpecError, match=r"shipped specs: .*smoke"):
         find_spec("no-such-spec")
+
+
+def test_shipped_specs_are_valid():
+    for name, size in (("smoke", 2), ("cpu", 36), ("gpu", 81)):
+        spec = load_spec(name)
+        assert spec.name == name and len(spec.runs) == size
+        assert all(r.parameters["profile"] == name for r in spec.runs)
+
+
+def test_smoke_spec_end_to_end(smoke_bench_local):
+    """The CI benchmark: real runs of the fine-tuning notebook, aggregated and validated."""
+    sweep = smoke_bench_local
+    assert sweep.failed == [] and len(sweep.completed) == 2
+    rows = load_results(sweep.results_file)
+    assert {r["task"] for r in rows} == {"sst2", "mrpc"}
+    for r in rows:
+        assert r["status"] == "completed" and r["model"] == "minilm-l6" and r["profile"] == "smoke"
+        assert 0.0 < r["score"] <= 1.0 and r["train_tokens_per_s"] > 0 and 0.0 < r["mfu"] < 1.0
+        assert r["trainable_params"] > 1e6 and r["peak_memory_bytes"] > 0 and r["git_commit"]
+    board = sweep.leaderboard_file.read_text()
+    assert "GLUE (2 tasks)" in board and "| minilm-l6 | smoke | sst2 | 1 |" in board

@@ -32,7 +32,8 @@ def _pins() -> dict[str, Version]:
 
 def _pyproject() -> dict[str, Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    reqs = [Requirement(r) for r in project["dependencies"] + extras["dev"] + extras["cluster"]]
     return {canonicalize_name(r.name): r for r in reqs}
 
 
@@ -42,7 +43,7 @@ def _conda() -> dict[str, Version]:
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
             for line in dep["pip"]:
-                req = Requirement(line)
+                req = Requirement(line.split("#", 1)[0].strip())
                 out[canonicalize_name(req.name)] = Version(next(iter(req.specifier)).version)
             continue
         m = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*=+\s*([0-9][^\s=]*)?", dep) or re.fullmatch(r"([A-Za-z0-9_.\-]+)", dep)
