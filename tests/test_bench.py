@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import GOOD_SPEC
 from conftest import write_spec as _spec
-
 from lmcourse.bench import (
     RESULT_COLUMNS,
     find_spec,

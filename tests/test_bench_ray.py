@@ -6,12 +6,11 @@ import json
 import os
 
 import pytest
-from conftest import GOOD_SPEC, write_spec
+import ray  # the optional `cluster` extra; pinned in requirements.txt so CI always tests it
 
+from conftest import GOOD_SPEC, write_spec
 from lmcourse.bench import FORWARDED_ENV, load_results, make_executor, run_spec
 from lmcourse.errors import SpecError, UnknownNameError
-
-ray = pytest.importorskip("ray", reason="the optional cluster extra (ray) is part of requirements.txt in CI")
 
 
 @pytest.fixture(scope="module")
