@@ -329,7 +329,7 @@ ATTENTION_IMPLS: dict[str, Callable[..., Tensor]] = {
 
 #: sequence lengths and sizes of the attention cost measurement, per profile
 COST_SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"seq_lens": [128, 256, 512, 1024], "batch": 1, "heads": 4, "head_dim": 32, "repeats": 2},
+    "smoke": {"seq_lens": [256, 512, 1024, 2048], "batch": 1, "heads": 4, "head_dim": 32, "repeats": 5},
     "cpu": {"seq_lens": [128, 256, 512, 1024, 2048, 4096], "batch": 1, "heads": 8, "head_dim": 64, "repeats": 3},
     "gpu": {"seq_lens": [512, 1024, 2048, 4096, 8192, 16384], "batch": 4, "heads": 16, "head_dim": 64,
             "repeats": 5},
