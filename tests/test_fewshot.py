@@ -1,0 +1,56 @@
+"""Sentence embeddings equal sentence-transformers' for MiniLM; prototype classifier and k-shot sampling
+against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lmcourse.errors import SpecError
+from lmcourse.fewshot import PrototypeClassifier, encode_sentences, sample_k_per_class, zero_shot_predict
+
+TEXTS = ["a wonderful, moving film", "dull and far too long", "The cat sat on the mat.", "ok"]
+
+
+def test_embeddings_match_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    from lmcourse.models import resolve
+
+    ours = encode_sentences(TEXTS)
+    ref = SentenceTransformer(resolve("minilm-l6"), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_zero_shot_sentiment_on_obvious_examples():
+    texts = ["a wonderful, moving film", "a terrible, awful film"]
+    descriptions = [["a bad movie", "terrible"], ["a good movie", "great"]]
+    pred, sims = zero_shot_predict(encode_sentences(texts), descriptions)
+    assert sims.shape == (2, 2)
+    assert list(pred) == [1, 0]
+
+
+def test_prototype_classifier_vs_direct():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 5))
+    y = rng.integers(0, 3, size=30)
+    Z = rng.normal(size=(7, 5))
+    clf = PrototypeClassifier().fit(X, y)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    protos = np.stack([Xn[y == c].mean(0) for c in range(3)])
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    cos = np.array([[z @ p for p in protos] for z in Zn])
+    np.testing.assert_allclose(clf.decision_function(Z), cos, rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(Z), cos.argmax(1))
+
+
+def test_sample_k_per_class():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 7)
+    idx = sample_k_per_class(labels, 4, seed=3)
+    assert len(idx) == 12 and len(set(idx)) == 12
+    assert np.bincount(labels[idx]).tolist() == [4, 4, 4]
+    np.testing.assert_array_equal(idx, sample_k_per_class(labels, 4, seed=3))
+    with pytest.raises(SpecError, match="fewer than k"):
+        sample_k_per_class(labels, 6)
