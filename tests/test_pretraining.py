@@ -1,0 +1,186 @@
+"""Pretraining data and loop: block packing, 80/10/10 masking, NSP pairs, exact resuming, schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmcourse import pretraining as PT
+from lmcourse import tokenization as T
+from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return T.train_wordpiece(T.corpus_lines(max_lines=1500), vocab_size=800)
+
+
+def test_pack_blocks_concatenates_and_cuts():
+    seqs = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    assert PT.pack_blocks(seqs, 4) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert PT.pack_blocks(seqs, 4, drop_last=False) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    assert PT.pack_blocks(seqs, 3, separator=0) == [[1, 2, 3], [0, 4, 5], [0, 6, 7], [8, 9, 0]]
+    blocks = PT.pack_blocks([list(range(i, i + 7)) for i in range(0, 700, 7)], 16)
+    flat = [t for b in blocks for t in b]
+    assert flat == list(range(len(flat))) and len(blocks) == 700 // 16
+    with pytest.raises(SpecError):
+        PT.pack_blocks(seqs, 0)
+
+
+def test_bert_blocks(tok):
+    blocks = PT.bert_blocks(tok, ["the cat sat on the mat .", "a second line", "and a third one ."] * 20, 16)
+    assert all(len(b) == 16 and b[0] == tok.cls_token_id and b[-1] == tok.sep_token_id for b in blocks)
+    inner = [t for b in blocks for t in b[1:-1]]
+    ref = [t for s in ["the cat sat on the mat .", "a second line", "and a third one ."] * 20
+           for t in tok(s, add_special_tokens=False)["input_ids"]]
+    assert inner == ref[:len(inner)]
+
+
+def test_masking_is_15_percent_80_10_10(tok):
+    blocks = PT.bert_blocks(tok, T.corpus_lines(max_lines=1500), 64)[:400]
+    original = torch.tensor(blocks)
+    batch = PT.collate_seeded(PT.mlm_collator(tok), [{"input_ids": b} for b in blocks], seed=0)
+    st = PT.masking_stats(batch, original, tok.mask_token_id, [tok.cls_token_id, tok.sep_token_id])
+    # ~3700 selected tokens of 24800: binomial standard errors ~0.2 % (selection) and <= 0.7 % (80/10/10)
+    assert st["selected"] == pytest.approx(0.15, abs=0.01)
+    assert st["mask"] == pytest.approx(0.80, abs=0.025)
+    assert st["random"] == pytest.approx(0.10, abs=0.02)
+    assert st["kept"] == pytest.approx(0.10, abs=0.02)
+    assert st["special_selected"] == 0
+    sel = batch["labels"] != -100
+    assert torch.equal(batch["labels"][sel], original[sel])  # labels are the original tokens
+    again = PT.collate_seeded(PT.mlm_collator(tok), [{"input_ids": b} for b in blocks], seed=0)
+    assert torch.equal(again["input_ids"], batch["input_ids"])  # seeded masking is reproducible
+
+
+def _synthetic_docs(n_docs=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    docs = []
+    for d in range(n_docs):
+        n_seg = int(torch.randint(1, 12, (1,), generator=g))
+        # token = doc * 10000 + segment * 100 + position: identifies where every token came from
+        docs.append([[d * 10000 + s * 100 + p for p in range(int(torch.randint(2, 9, (1,), generator=g)))]
+                     for s in range(n_seg)])
+    return docs
+
+
+def test_nsp_pairs_true_and_random_next():
+    docs = _synthetic_docs()
+    pairs = PT.build_nsp_pairs(docs, max_tokens=24, seed=1)
+    assert len(pairs) > 50
+    frac_random = sum(p.label for p in pairs) / len(pairs)
+    assert 0.4 < frac_random < 0.75  # 50 % by coin + one-segment chunks that must take a random B
+    for p in pairs:
+        assert len(p.a) + len(p.b) <= 24 - 3 and p.a and p.b
+        doc_a, doc_b = p.a[-1] // 10000, p.b[0] // 10000
+        assert all(t // 10000 == doc_a for t in p.a)
+        if p.label == 0:  # B continues A: same document, the segment right after A's last one, from its start
+            assert doc_b == doc_a and (p.b[0] // 100) % 100 == (p.a[-1] // 100) % 100 + 1 and p.b[0] % 100 == 0
+        else:
+            assert doc_b != doc_a
+    with pytest.raises(SpecError):
+        PT.build_nsp_pairs(docs[:1], 24)
+
+
+def test_nsp_features(tok):
+    feats = PT.nsp_features(tok, [PT.NspExample([5, 6], [7, 8, 9], 1)])
+    f = feats[0]
+    assert f["input_ids"] == [tok.cls_token_id, 5, 6, tok.sep_token_id, 7, 8, 9, tok.sep_token_id]
+    assert f["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1, 1] and f["next_sentence_label"] == 1
+    ids = tok("a b", "c d e")
+    assert ids["token_type_ids"] == PT.nsp_features(
+        tok, [PT.NspExample(tok("a b", add_special_tokens=False)["input_ids"],
+                            tok("c d e", add_special_tokens=False)["input_ids"], 0)])[0]["token_type_ids"]
+
+
+def _tiny(tok, nsp):
+    prof = get_profile("smoke").with_overrides(hidden_size=32, num_layers=2, num_heads=2, block_size=32)
+    return PT.bert_for_pretraining(PT.bert_config(prof, tok), nsp=nsp, seed=0)
+
+
+@pytest.mark.parametrize("nsp", [False, True])
+def test_resume_continues_the_same_loss_curve(tok, tmp_path, nsp):
+    torch.set_num_threads(1)
+    lines = T.corpus_lines(max_lines=600)
+    if nsp:
+        docs = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)]
+                for d in PT.split_documents(lines)]
+        feats = PT.nsp_features(tok, PT.build_nsp_pairs([d for d in docs if d], 32))
+    else:
+        feats = [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
+    coll = PT.mlm_collator(tok)
+    cfg = PT.TrainConfig(max_steps=8, lr=1e-3, warmup_steps=2, eval_every=4, save_every=4)
+    ev = PT.mlm_evaluator(feats[:16], coll)
+    straight = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg,
+                        evaluate=ev, progress=False)
+    first = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg, evaluate=ev,
+                     output_dir=tmp_path, progress=False, stop_after=4)
+    ck = PT.latest_checkpoint(tmp_path)
+    assert ck.name == "checkpoint-4" and (ck / "model.safetensors").is_file() and len(first.history) == 4
+    other = _tiny(tok, nsp)
+    torch.manual_seed(999)  # the global RNG state must not matter
+    resumed = PT.train(other, PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg, evaluate=ev,
+                       resume_from=ck, progress=False)
+    a = [r["loss"] for r in straight.history]
+    b = [r["loss"] for r in resumed.history]
+    assert len(a) == len(b) == 8
+    assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+    assert [e["mlm_loss"] for e in straight.evals] == pytest.approx([e["mlm_loss"] for e in resumed.evals], rel=1e-6)
+    assert a[-1] < a[0]  # and it learns
+    if nsp:
+        assert "nsp_loss" in straight.history[0]
+
+
+def test_lr_schedule():
+    cfg = PT.TrainConfig(max_steps=110, warmup_steps=10, lr=1.0)
+    assert cfg.lr_at(0) == pytest.approx(0.1) and cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(60) == pytest.approx(0.5) and cfg.lr_at(110) == pytest.approx(0.0)
+    cos = PT.TrainConfig(max_steps=110, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert cos.lr_at(60) == pytest.approx(0.1 + 0.9 * 0.5) and cos.lr_at(110) == pytest.approx(0.1)
+    # the same numbers as transformers' schedulers (LambdaLR evaluated at step+1 after warmup indexing)
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lin = get_linear_schedule_with_warmup(opt, 10, 110)
+    for s in range(10, 110, 7):
+        assert cfg.lr_at(s) == pytest.approx(lin.lr_lambdas[0](s), abs=1e-9)
+    hf_cos = get_cosine_schedule_with_warmup(opt, 10, 110)
+    cos0 = PT.TrainConfig(max_steps=110, warmup_steps=10, schedule="cosine")
+    for s in range(10, 110, 7):
+        assert cos0.lr_at(s) == pytest.approx(hf_cos.lr_lambdas[0](s), abs=1e-9)
+    with pytest.raises(SpecError):
+        PT.TrainConfig(schedule="step").lr_at(50)
+
+
+def test_stream_batches_and_clm_eval():
+    data = torch.arange(1000)
+    get = PT.StreamBatches(data, 16, 4, seed=3)
+    b = get(5)
+    assert torch.equal(b["targets"], b["input_ids"] + 1) and b["input_ids"].shape == (4, 16)
+    assert torch.equal(get(5)["input_ids"], b["input_ids"]) and not torch.equal(get(6)["input_ids"], b["input_ids"])
+    from lmcourse.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    ev = PT.clm_evaluator(data, 16, 4, iters=2)(model)
+    assert ev["loss"] == pytest.approx(math.log(1000), rel=0.05) and ev["ppl"] == pytest.approx(math.exp(ev["loss"]))
+
+
+def test_flops_use_matmul_params(tok):
+    from lmcourse.flops import matmul_params
+
+    m = _tiny(tok, nsp=False)
+    n = matmul_params(m)
+    assert PT.model_flops_per_token(m, 32) == 6 * n + 12 * 2 * 2 * 16 * 32
+    # the tied MLM decoder is the word embedding: counted once
+    emb = m.bert.embeddings.word_embeddings.weight
+    assert m.cls.predictions.decoder.weight is emb
+
+
+def test_sizes():
+    assert PT.pretraining_sizes("cpu")["clm_steps"] == 2000
+    with pytest.raises(UnknownNameError):
+        PT.pretraining_sizes("tpu")
