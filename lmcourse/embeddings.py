@@ -486,7 +486,7 @@ def train_glove(cooc: Cooccurrence, dim: int = 100, epochs: int = 20, batch_size
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
         losses.append(total / n)
         bar.update(1)
     bar.close()
