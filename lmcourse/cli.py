@@ -142,7 +142,7 @@ _EXTRA_COMMANDS: list = []
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("lmcourse.bench",):
+    for module in ("lmcourse.bench", "lmcourse.launch"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -110,3 +110,37 @@ def launch_in_notebook(function: Callable[..., Any], args: tuple = (), num_proce
 
     notebook_launcher(function, args, num_processes=num_processes, mixed_precision=mixed_precision,
                       use_port=str(29500 + os.getpid() % 1000))
+
+
+def init_from_env() -> tuple[int, int]:
+    """Join the process group a launcher (torchrun, ``accelerate launch``, notebook_launcher) set up.
+
+    Reads ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` from the environment; gloo on CPU, NCCL
+    on CUDA. Returns ``(rank, world_size)``; a no-op ``(0, 1)`` without a launcher.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    return rank(), world_size()
+
+
+def local_device() -> torch.device:
+    """The device of this process: its own GPU under a launcher (``LOCAL_RANK``), else the usual choice."""
+    from lmcourse.runtime import choose_device
+
+    name = choose_device()
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(name)
+
+
+def wrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` when several processes train, the model itself otherwise."""
+    if world_size() <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)

@@ -34,22 +34,29 @@ from lmcourse.errors import SpecError, UnknownNameError
 # Training sizes per profile (model sizes come from the Profile: hidden_size, num_layers, num_heads,
 # block_size). mlm_steps: BERT steps per model; clm_*: notebook 06.
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"mlm_steps": 30, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10, "eval_blocks": 32,
+    "smoke": {"mlm_steps": 20, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10, "eval_blocks": 32,
               "corpus_lines": 1500, "finetune_profile": "smoke",
+              "transfer_inits": ["random init", "MLM"], "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
               "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2, "clm_embd": 64,
               "clm_lr": 1e-3, "clm_eval_every": 20, "clm_eval_iters": 4, "wiki_steps": 30,
-              "gen_lengths": [8, 16, 32], "gen_repeats": 1},
-    "cpu": {"mlm_steps": 600, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100, "eval_blocks": 128,
+              "final_eval_iters": 8, "sample_chars": 80,
+              "kv_layers": 2, "kv_embd": 64, "kv_block": 128, "gen_lengths": [16, 32, 64], "gen_repeats": 1},
+    "cpu": {"mlm_steps": 400, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100, "eval_blocks": 128,
             "corpus_lines": None, "finetune_profile": "cpu",
+            "transfer_inits": ["random init", "MLM", "MLM+NSP"], "transfer_overrides": {},
             # nanoGPT's "I only have a macbook" recipe
             "clm_steps": 2000, "clm_batch": 12, "clm_block": 64, "clm_layers": 4, "clm_heads": 4, "clm_embd": 128,
             "clm_lr": 1e-3, "clm_eval_every": 250, "clm_eval_iters": 20, "wiki_steps": 1000,
-            "gen_lengths": [16, 32, 64, 128, 192], "gen_repeats": 2},
+            "final_eval_iters": 100, "sample_chars": 300,
+            "kv_layers": 4, "kv_embd": 256, "kv_block": 512, "gen_lengths": [32, 64, 128, 256, 448], "gen_repeats": 2},
     "gpu": {"mlm_steps": 20000, "mlm_batch": 128, "mlm_lr": 5e-4, "warmup": 1000, "eval_every": 1000,
             "eval_blocks": 512, "corpus_lines": None, "finetune_profile": "gpu",
+            "transfer_inits": ["random init", "MLM", "MLM+NSP"], "transfer_overrides": {},
             "clm_steps": 5000, "clm_batch": 64, "clm_block": 256, "clm_layers": 6, "clm_heads": 6, "clm_embd": 384,
             "clm_lr": 1e-3, "clm_eval_every": 250, "clm_eval_iters": 200, "wiki_steps": 5000,
-            "gen_lengths": [64, 128, 256, 512], "gen_repeats": 3},
+            "final_eval_iters": 200, "sample_chars": 500,
+            "kv_layers": 12, "kv_embd": 768, "kv_block": 1024, "gen_lengths": [64, 128, 256, 512, 960],
+            "gen_repeats": 3},
 }
 
 
@@ -263,7 +270,7 @@ def mlm_step_outputs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor
 def clm_step_outputs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Causal LM loss: an lmcourse GPT computes it from ``targets``; an HF causal LM from its logits."""
     x, y = batch["input_ids"], batch["targets"]
-    if hasattr(model, "generation_config"):  # transformers model (GPT2LMHeadModel ...)
+    if hasattr(getattr(model, "module", model), "generation_config"):  # transformers model (even inside DDP)
         logits = model(input_ids=x).logits
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
     else:
@@ -333,6 +340,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int | None = None  # checkpoint every n steps (and at the end) when output_dir is given
     fused_adamw: bool = True
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (global batch = batches(step) on all processes)
 
     def lr_at(self, step: int) -> float:
         """Learning rate multiplier at ``step``: linear warmup, then linear or cosine decay."""
@@ -421,9 +429,17 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
     and the LR is ``cfg.lr * cfg.lr_at(s)``: nothing depends on what happened in the process before,
     so resuming is exact. ``stop_after`` ends early (to simulate an interruption). Tokens/s counts the
     time of forward+backward+optimizer steps only; MFU uses ``6N + 12LHQT`` with ``N = matmul_params``.
+
+    Under a launcher (torchrun, ``accelerate launch``) the same call trains data-parallel: ``batches(s)``
+    is the *global* batch, each process takes its shard, splits it into ``cfg.grad_accum_steps``
+    micro-batches, DDP averages gradients, logged numbers are averaged over processes and only the main
+    process writes checkpoints (:mod:`lmcourse.distributed`).
     """
+    from contextlib import nullcontext
+
     from tqdm.auto import tqdm
 
+    from lmcourse import distributed as dist
     from lmcourse.perf import Throughput
 
     device = next(model.parameters()).device
@@ -437,13 +453,17 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         result.history, result.evals = list(state["history"]), list(state["evals"])
+    rank, world = dist.init_from_env()
+    net = dist.wrap_model(model)
     flops = None
     thr = Throughput()
     model.train()
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
-    bar = tqdm(range(start, end), disable=not progress, desc="train", leave=False)
+    bar = tqdm(range(start, end), disable=not progress, desc="train", leave=False, mininterval=5)
     for step in bar:
-        batch = {k: v.to(device) for k, v in batches(step).items()}
+        shard = dist.shard_batch(batches(step), rank, world)
+        micro = [{k: v.to(device) for k, v in mb.items()} for mb in dist.micro_batches(shard, cfg.grad_accum_steps)]
+        batch = micro[0]
         if flops is None:
             T = seq_len or batch["input_ids"].size(1)
             flops = model_flops_per_token(model, T)
@@ -453,13 +473,19 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
             g["lr"] = lr
         torch.manual_seed(cfg.seed * 7_919 + step)  # dropout of this step
         thr.start()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss, stats = step_outputs(model, batch)
-        loss.backward()
+        parts = []
+        for i, mb in enumerate(micro):
+            sync = i == len(micro) - 1 or world == 1
+            with nullcontext() if sync else net.no_sync():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    loss, part = step_outputs(net, mb)
+                (loss / len(micro)).backward()
+            parts.append(part)
+        stats = dist.reduce_stats({k: sum(p[k] for p in parts) / len(parts) for k in parts[0]})
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
         opt.step()
         opt.zero_grad(set_to_none=True)
-        thr.stop(batch["input_ids"].numel())
+        thr.stop(sum(mb["input_ids"].numel() for mb in micro))
         if step % cfg.log_every == 0 or step == end - 1:
             row = {"step": step + 1, "lr": lr, **stats}
             if gnorm is not None:
@@ -473,7 +499,8 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
                 ev = evaluate(model)
             model.train()
             result.evals.append({"step": done, **ev})
-        if output_dir is not None and ((cfg.save_every and done % cfg.save_every == 0) or done == end):
+        if output_dir is not None and dist.is_main_process() and (
+                (cfg.save_every and done % cfg.save_every == 0) or done == end):
             save_checkpoint(output_dir, model, opt, done, result)
     model.eval()
     result.perf = {**thr.summary(), "bf16": cfg.bf16, "steps_timed": thr.steps}
