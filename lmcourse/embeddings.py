@@ -62,7 +62,7 @@ SIZES: dict[str, dict[str, Any]] = {
     # CI: a slice of wikitext-2 validation, one epoch; only sanity checks are meaningful
     "smoke": dict(wikitext_splits=("validation[:1500]",), glue_tasks=(), min_count=3, glove_epochs=10),
     # laptop: all of wikitext-2 here (validation + test) plus GLUE training sentences, ~0.95M tokens
-    "cpu": dict(wikitext_splits=("validation", "test"), glue_tasks=_GLUE_TEXT_TASKS, min_count=5, glove_epochs=25),
+    "cpu": dict(wikitext_splits=("validation", "test"), glue_tasks=_GLUE_TEXT_TASKS, min_count=5, glove_epochs=15),
     "gpu": dict(wikitext_splits=("validation", "test"), glue_tasks=(*_GLUE_TEXT_TASKS, "sst2"), min_count=5,
                 glove_epochs=50, batch_size=16384),
 }
@@ -342,7 +342,9 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, dim: int = 100, window: int 
     exp_pairs = float(keep[corpus.ids].sum()) * (window + 1 if dynamic_window else 2 * window)
     total_pairs = max(1.0, epochs * exp_pairs)
     losses: list[float] = []
-    done = 0
+    curve: list[tuple[int, float]] = []  # (pairs seen, mean loss since the last point), ~50 points per run
+    every = max(1, int(total_pairs / batch_size / 50))
+    done, steps, window_loss, window_pairs = 0, 0, 0.0, 0
     start = time.perf_counter()
     for epoch in range(epochs):
         sub = subsample(corpus, keep, rng)
@@ -356,13 +358,19 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, dim: int = 100, window: int 
             cb, ob = c_t[s:s + batch_size], o_t[s:s + batch_size]
             neg = torch.searchsorted(cdf, torch.rand(len(cb) * negative, generator=gen)).view(len(cb), negative)
             rate = max(min_lr, lr - (lr - min_lr) * done / total_pairs)
-            total += sgns_sgd_step(w_in, w_out, cb, ob, neg, rate)
+            batch_loss = sgns_sgd_step(w_in, w_out, cb, ob, neg, rate)
+            total += batch_loss
             done += len(cb)
+            steps += 1
+            window_loss, window_pairs = window_loss + batch_loss, window_pairs + len(cb)
+            if steps % every == 0:
+                curve.append((done, window_loss / window_pairs))
+                window_loss, window_pairs = 0.0, 0
             bar.update(len(cb))
         bar.close()
         losses.append(total / max(len(c), 1))
     seconds = time.perf_counter() - start
-    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done)
+    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done, extra={"curve": curve})
 
 
 def train_gensim(sentences: Sequence[Sequence[str]], dim: int = 100, window: int = 5, negative: int = 5,

@@ -47,21 +47,125 @@ TASK_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "_default": {"max_train_samples": 256, "num_epochs": 2, "learning_rate": 1e-4, "max_length": 64,
                      "batch_size": 16, "max_eval_samples": 128, "warmup_ratio": 0.1},
     },
-    "cpu": {
-        "_default": {"max_train_samples": 8000, "num_epochs": 3, "learning_rate": 5e-5, "max_length": 128,
+    "cpu": {  # a few minutes per task on 2 uncontended cores (bf16); tasks with long pairs get fewer epochs
+        "_default": {"max_train_samples": 4000, "num_epochs": 2, "learning_rate": 5e-5, "max_length": 128,
                      "batch_size": 32, "warmup_ratio": 0.1},
-        "cola": {"max_train_samples": None, "num_epochs": 3, "max_length": 64, "learning_rate": 5e-5},
-        "sst2": {"max_train_samples": 8000, "num_epochs": 2, "max_length": 64},
-        "mrpc": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 8e-5},
-        "stsb": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 8e-5},
-        "rte": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 5e-5},
-        "wnli": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 2e-5},
+        "cola": {"max_train_samples": 4000, "num_epochs": 2, "max_length": 64, "learning_rate": 5e-5},
+        "sst2": {"max_train_samples": 4000, "num_epochs": 2, "max_length": 64},
+        "mrpc": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 8e-5},
+        "stsb": {"max_train_samples": 3000, "num_epochs": 2, "learning_rate": 8e-5},
+        "rte": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 5e-5},
+        "wnli": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 2e-5},
     },
     "gpu": {
         "_default": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 2e-5, "max_length": 128,
                      "batch_size": 32, "warmup_ratio": 0.0},
     },
 }
+
+#: Sizes of the notebook experiments beyond the per-task runs (ablations, speed comparison, PEFT, few-shot).
+NOTEBOOK_SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"tasks": ("sst2", "mrpc", "stsb"), "ablation_train": 64, "ablation_epochs": 1, "ablation_eval": 64,
+              "ablation_configs": ("baseline", "no weight decay", "FGM ε=1"),
+              "speed_train": 64, "speed_eval": 32,
+              "peft_tasks": ("sst2",), "peft_methods": ("full", "bitfit", "lora", "adapter", "prompt"),
+              "peft_train": 96, "peft_eval": 64, "peft_epochs": 1,
+              "fewshot_pool": 256, "fewshot_eval": 128, "fewshot_ks": (8, 16), "fewshot_seeds": (0, 1),
+              "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_epochs": 3},
+    "cpu": {"tasks": ("cola", "sst2", "mrpc", "stsb", "rte", "wnli"), "ablation_train": 2000, "ablation_epochs": 3,
+            "ablation_eval": None,
+            "ablation_configs": ("baseline", "no weight decay", "weight decay 0.1", "no dropout", "dropout 0.3",
+                                 "early stopping (patience 1)", "FGM ε=1"),
+            "speed_train": 1000, "speed_eval": 256,
+            "peft_tasks": ("sst2", "mrpc"),
+            "peft_methods": ("full", "bitfit", "lora", "lora-peft", "adapter", "adapter-houlsby", "prompt", "prefix"),
+            "peft_train": 3000, "peft_eval": None, "peft_epochs": 3,
+            "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64), "fewshot_seeds": (0, 1, 2, 3, 4),
+            "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2), "fewshot_ft_epochs": 10},
+    "gpu": {"tasks": ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"), "ablation_train": None,
+            "ablation_epochs": 3, "ablation_eval": None,
+            "ablation_configs": ("baseline", "no weight decay", "weight decay 0.1", "no dropout", "dropout 0.3",
+                                 "early stopping (patience 1)", "FGM ε=1"),
+            "speed_train": 20000, "speed_eval": None, "peft_tasks": ("sst2", "mrpc"),
+            "peft_methods": ("full", "bitfit", "lora", "lora-peft", "adapter", "adapter-houlsby", "prompt", "prefix"),
+            "peft_train": None, "peft_eval": None, "peft_epochs": 3,
+            "fewshot_pool": None, "fewshot_eval": None, "fewshot_ks": (8, 16, 64), "fewshot_seeds": (0, 1, 2, 3, 4),
+            "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_epochs": 10},
+}
+
+#: The regularisation ablation: name -> finetune() overrides.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "no weight decay": {"weight_decay": 0.0},
+    "weight decay 0.1": {"weight_decay": 0.1},
+    "no dropout": {"dropout": 0.0},
+    "dropout 0.3": {"dropout": 0.3},
+    "early stopping (patience 1)": {"early_stopping_patience": 1},
+    "FGM ε=1": {"fgm_epsilon": 1.0},
+}
+
+#: The speed comparison: run_glue.py's plain recipe, then one optimisation added at a time.
+SPEED_CONFIGS: dict[str, dict[str, Any]] = {
+    "plain (pad to 128, fp32, random order)": {"pad_to_max_length": True, "group_by_length": False, "bf16": False},
+    "+ dynamic padding": {"pad_to_max_length": False, "group_by_length": False, "bf16": False},
+    "+ group_by_length": {"pad_to_max_length": False, "group_by_length": True, "bf16": False},
+    "+ bf16 autocast": {"pad_to_max_length": False, "group_by_length": True, "bf16": True},
+}
+
+
+def notebook_sizes(profile: str | Profile | None) -> dict[str, Any]:
+    """The experiment sizes of notebooks 07/08 for ``profile``."""
+    name = get_profile(profile).name
+    if name not in NOTEBOOK_SIZES:
+        raise UnknownNameError(f"no notebook sizes for profile {name!r}; known: {sorted(NOTEBOOK_SIZES)}")
+    return dict(NOTEBOOK_SIZES[name])
+
+
+def load_floors(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``data/finetune_floors.yaml``: per-profile, per-task metric floors asserted by notebook 07."""
+    import yaml
+
+    from lmcourse.data import REPO_ROOT
+
+    path = Path(path) if path is not None else REPO_ROOT / "data" / "finetune_floors.yaml"
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_references(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``data/references/glue_dev.yaml``: published GLUE dev results with their sources."""
+    import yaml
+
+    from lmcourse.data import REPO_ROOT
+
+    path = Path(path) if path is not None else REPO_ROOT / "data" / "references" / "glue_dev.yaml"
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)["models"]
+
+
+def most_confident_mistakes(pred: EvalPredictions, task: str, n: int = 10):
+    """The ``n`` wrong predictions the model was surest of (classification), or the largest errors
+    (regression), with their texts: where to look first in error analysis."""
+    import pandas as pd
+
+    spec = get_task(task)
+    ex = pred.examples
+    if spec.is_regression:
+        err = np.abs(pred.predictions - pred.labels)
+        order = np.argsort(-err)[:n]
+        rows = [{**{c: ex[int(i)][c] for c in spec.input_columns}, "label": float(pred.labels[i]),
+                 "predicted": float(pred.predictions[i]), "abs error": float(err[i])} for i in order]
+        return pd.DataFrame(rows)
+    probs = pred.probabilities
+    wrong = np.flatnonzero(pred.predictions != pred.labels)
+    conf = probs[wrong, pred.predictions[wrong]]
+    order = wrong[np.argsort(-conf)][:n]
+    names = spec.label_names
+    rows = [{**{c: ex[int(i)][c] for c in spec.input_columns}, "label": names[int(pred.labels[i])],
+             "predicted": names[int(pred.predictions[i])], "confidence": float(probs[i, pred.predictions[i]])}
+            for i in order]
+    return pd.DataFrame(rows)
+
 
 #: Hyperparameters :func:`finetune` accepts as keyword overrides, with their meaning.
 HYPERPARAMETERS: dict[str, str] = {

@@ -306,6 +306,10 @@ def expected_trainable(method: str, config, head: int, **kw: Any) -> int:
 
 
 # ------------------------------------------------------------------------------------------ one switch
+#: Learning rates that work for each method on MiniLM/BERT: few trainable weights want larger steps.
+METHOD_LEARNING_RATES: dict[str, float] = {"full": 5e-5, "bitfit": 1e-3, "lora": 5e-4, "lora-peft": 5e-4,
+                                           "adapter": 1e-3, "adapter-houlsby": 1e-3, "prompt": 3e-2, "prefix": 1e-2}
+
 METHODS = ("full", "bitfit", "lora", "lora-peft", "adapter", "adapter-houlsby", "prompt", "prefix")
 
 
