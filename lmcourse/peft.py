@@ -157,8 +157,13 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
 
 
 def copy_lora_from_peft(ours: nn.Module, peft_model: nn.Module, adapter: str = "default") -> int:
-    """Copy ``lora_A``/``lora_B`` (and the head) of a ``peft`` LoRA model into ours; returns #tensors copied."""
+    """Copy ``lora_A``/``lora_B`` (and the head) of a ``peft`` LoRA model into ours; returns #tensors copied.
+
+    peft trains a copy of the head (``ModulesToSaveWrapper.modules_to_save[adapter]``); that copy is the one
+    copied, so a trained peft model and ours compute the same function afterwards.
+    """
     from peft.tuners.lora import LoraLayer
+    from peft.utils import ModulesToSaveWrapper
 
     theirs = {n: m for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
     copied = 0
@@ -172,6 +177,16 @@ def copy_lora_from_peft(ours: nn.Module, peft_model: nn.Module, adapter: str = "
             m.lora_A.weight.copy_(match[0].lora_A[adapter].weight)
             m.lora_B.weight.copy_(match[0].lora_B[adapter].weight)
         copied += 2
+    heads = {n: w for n, w in peft_model.named_modules()
+             if isinstance(w, ModulesToSaveWrapper) and n.split(".")[-1] in HEAD_NAMES}
+    for name, m in ours.named_modules():
+        if name.split(".")[-1] not in HEAD_NAMES:
+            continue
+        match = [w for n, w in heads.items() if n.endswith("." + name) or n == name]
+        if len(match) == 1:
+            state = match[0].modules_to_save[adapter].state_dict()
+            m.load_state_dict(state)
+            copied += len(state)
     return copied
 
 

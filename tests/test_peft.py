@@ -56,11 +56,13 @@ def test_lora_linear_math():
 def test_lora_equals_peft(targets):
     base = _model()
     theirs = peft_lora(copy.deepcopy(base), target_modules=targets, r=4, alpha=8).eval()
-    for n, p in theirs.named_parameters():  # make B non-zero so the comparison means something
-        if "lora_B" in n:
+    for n, p in theirs.named_parameters():  # make B and peft's trainable head copy differ from the base model
+        if "lora_B" in n or "modules_to_save" in n:
             torch.nn.init.normal_(p, std=0.1)
     ours = inject_lora(copy.deepcopy(base), target_modules=targets, r=4, alpha=8).eval()
-    assert copy_lora_from_peft(ours, theirs) == 2 * len(lora_layers(ours))
+    assert copy_lora_from_peft(ours, theirs) == 2 * len(lora_layers(ours)) + 2  # + head weight and bias
+    head_theirs = theirs.base_model.model.classifier.modules_to_save["default"]
+    torch.testing.assert_close(ours.classifier.weight, head_theirs.weight, rtol=0, atol=0)
     b = _batch()
     with torch.no_grad():
         out_theirs = theirs(**b).logits
