@@ -41,10 +41,16 @@ def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def encode_sentences(texts: Sequence[str], model: str = "minilm-l6", batch_size: int = 64, max_length: int = 256,
-                     normalize: bool = True, progress: bool = False) -> np.ndarray:
-    """Sentence embeddings ``(n, d)``: mean pooling (+ L2 normalisation), batches sorted by length."""
+                     normalize: bool = True, progress: bool = False, device: str | None = None) -> np.ndarray:
+    """Sentence embeddings ``(n, d)``: mean pooling (+ L2 normalisation), batches sorted by length.
+
+    ``device``: default :func:`lmcourse.runtime.choose_device` (the gpu profile embeds all of SST-2's train split).
+    """
+    from lmcourse.runtime import choose_device
+
     texts = [str(t) for t in texts]
     tokenizer, net = _load_encoder(model)
+    net = net.to(device or choose_device())
     order = np.argsort([len(t) for t in texts])[::-1]
     out = np.zeros((len(texts), net.config.hidden_size), dtype=np.float32)
     starts = range(0, len(texts), batch_size)
@@ -55,11 +61,11 @@ def encode_sentences(texts: Sequence[str], model: str = "minilm-l6", batch_size:
     for s in starts:
         idx = order[s:s + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+                        return_tensors="pt").to(net.device)
         emb = mean_pool(net(**enc).last_hidden_state, enc["attention_mask"])
         if normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
-        out[idx] = emb.float().numpy()
+        out[idx] = emb.float().cpu().numpy()
     return out
 
 
