@@ -539,9 +539,19 @@ def collect_results(spec: BenchSpec, runs_dir: str | os.PathLike) -> list[dict[s
     return rows
 
 
+# Short model names whose published numbers are filed under another id (the checkpoint they started from).
+REFERENCE_ALIASES = {"minilm-l6": "nreimers/MiniLM-L6-H384-uncased"}
+
+
 def load_references(path: str | os.PathLike | None = None) -> dict[str, dict[str, float]]:
-    """Published dev-set task scores: model -> task -> score (two-metric tasks averaged, as GLUE does)."""
+    """Published dev-set task scores: model -> task -> score (two-metric tasks averaged, as GLUE does).
+
+    A value stored as ``score`` (a source that gives one number without naming the metric) is used as
+    the task score; MNLI matched and mismatched are averaged into one ``mnli`` score. Models are keyed by
+    the id in the file and by every lmcourse short name that resolves to it.
+    """
     from lmcourse.metrics import task_score
+    from lmcourse.models import KNOWN_MODELS
 
     path = Path(path or REFERENCES_FILE)
     if not path.is_file():
@@ -549,13 +559,22 @@ def load_references(path: str | os.PathLike | None = None) -> dict[str, dict[str
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out: dict[str, dict[str, float]] = {}
     for model, entry in (data.get("models") or {}).items():
-        tasks = {}
+        tasks: dict[str, float] = {}
         for task, values in (entry.get("tasks") or {}).items():
             try:
-                tasks[task] = task_score(task, {k: float(v) for k, v in values.items()})
-            except (LmcourseError, TypeError, ValueError):
+                values = {k: float(v) for k, v in values.items()}
+                tasks[task] = values["score"] if "score" in values else task_score(task, values)
+            except (LmcourseError, TypeError, ValueError, AttributeError):
                 continue
+        if "mnli" in tasks and "mnli_mismatched" in tasks:
+            tasks["mnli"] = (tasks["mnli"] + tasks.pop("mnli_mismatched")) / 2
         out[str(model)] = tasks
+    for short, known in KNOWN_MODELS.items():
+        target = REFERENCE_ALIASES.get(short)
+        if target is None and known.source == "Hub":
+            target = known.locate()
+        if target in out:
+            out.setdefault(short, out[target])
     return out
 
 
