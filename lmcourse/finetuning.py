@@ -190,6 +190,7 @@ HYPERPARAMETERS: dict[str, str] = {
     "train_indices": "explicit list of training example indices (few-shot), instead of max_train_samples",
     "progress": "show the Trainer's tqdm progress bar",
     "keep_checkpoints": "keep the Trainer's checkpoint-* folders (default: only the best model is kept)",
+    "save_model": "save the final (best) model to <output_dir>/best; False deletes everything written",
     "model_init_hook": "callable(model) -> model applied after loading (e.g. LoRA/BitFit), or None",
     "logging_steps": "log the training loss every this many steps",
     "device": "torch device (default: lmcourse.runtime.choose_device())",
@@ -217,7 +218,7 @@ def task_settings(profile: str | Profile | None, task: str, **overrides: Any) ->
         "weight_decay": 0.01, "warmup_ratio": 0.1, "dropout": None, "early_stopping_patience": None,
         "fgm_epsilon": 0.0, "pad_to_max_length": False, "group_by_length": True, "bf16": None,
         "eval_strategy": "epoch", "eval_steps": None, "train_indices": None, "progress": True,
-        "keep_checkpoints": False, "model_init_hook": None, "logging_steps": 50, "device": None,
+        "keep_checkpoints": False, "save_model": True, "model_init_hook": None, "logging_steps": 50, "device": None,
     }
     s.update(TASK_SIZES[prof.name].get("_default", {}))
     s.update(TASK_SIZES[prof.name].get(spec.name, {}))
@@ -506,6 +507,13 @@ class GlueTrainer(Trainer):
                     inputs["input_ids"].shape[-1])
         return loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluate in dataset order. With ``group_by_length`` the Trainer would length-sort the eval set
+        too, and predictions would no longer line up with the examples they belong to."""
+        if eval_dataset is None or self.args.world_size > 1:
+            return super()._get_eval_sampler(eval_dataset)
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
 
 # ------------------------------------------------------------------------------------------ result
 @dataclass
@@ -685,6 +693,7 @@ def finetune(task: str, model: str | None = None, *, profile: str | Profile | No
     best_metric = main if len(eval_ds) == 1 else f"{first_split}_{main}"
     evaluating = s["eval_strategy"] != "no"
 
+    created_out = output_dir is None or not Path(output_dir).exists()
     out = Path(output_dir) if output_dir is not None else Path(_default_output_dir(spec.name, model_name))
     out.mkdir(parents=True, exist_ok=True)
     peak = measure_peak_flops(torch.bfloat16 if use_bf16 else torch.float32, device)
@@ -749,17 +758,26 @@ def finetune(task: str, model: str | None = None, *, profile: str | Profile | No
         predictions[split] = EvalPredictions(np.asarray(logits, dtype=np.float32), np.asarray(pred.label_ids),
                                              raw_evals[split])
 
-    best_dir = out / "best"
-    trainer.save_model(str(best_dir))  # safetensors + config + tokenizer (processing_class)
-    if not s["keep_checkpoints"]:
-        for ckpt in out.glob("checkpoint-*"):
-            shutil.rmtree(ckpt, ignore_errors=True)
+    best_dir: Path | None = out / "best"
+    if s["save_model"]:
+        trainer.save_model(str(best_dir))  # safetensors + config + tokenizer (processing_class)
+        if not s["keep_checkpoints"]:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    else:
+        best_dir = None
+        if created_out:  # nothing of this run is kept on disk
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
     t = throughput.summary()
     return FinetuneResult(
         task=spec.name, model=str(model_name), profile=prof.name, seed=seed, metrics=metrics, main_metric=main,
         train_tokens_per_s=t["train_tokens_per_s"], train_padded_tokens_per_s=t["train_padded_tokens_per_s"],
         mfu=t["mfu"], peak_memory_bytes=int(t["peak_memory_bytes"]), train_seconds=t["train_seconds"],
-        trainable_params=trainable, total_params=total, predictions=predictions, best_checkpoint=str(best_dir),
+        trainable_params=trainable, total_params=total, predictions=predictions,
+        best_checkpoint=str(best_dir) if best_dir is not None else None,
         settings={k: v for k, v in s.items() if k not in ("model_init_hook",)} | {"bf16": use_bf16,
                                                                                   "device": str(device)},
         throughput=t, log_history=list(trainer.state.log_history),

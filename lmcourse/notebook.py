@@ -26,8 +26,7 @@ def setup_notebook(profile: str | Profile | None = None, seed: int = 0, threads:
     try:
         import matplotlib
 
-        if os.environ.get("MPLBACKEND", "").lower() == "agg" or not os.environ.get("DISPLAY"):
-            pass  # inline backend in Jupyter, Agg headless: both fine
+        _inline_plots_in_jupyter()
         matplotlib.rcParams.update({"figure.figsize": (7, 4), "figure.dpi": 100, "axes.grid": True})
     except ImportError:  # pragma: no cover
         pass
@@ -35,6 +34,18 @@ def setup_notebook(profile: str | Profile | None = None, seed: int = 0, threads:
         print(f"profile={prof.name} ({prof.description}); seed={seed}; device={choose_device()}; "
               f"torch threads={n_threads}")
     return prof
+
+
+def _inline_plots_in_jupyter() -> None:
+    """Inside a Jupyter kernel, draw figures into the notebook even when ``MPLBACKEND=Agg`` is set (CI and
+    papermill runs set it; Agg would silently drop every figure from the executed notebook)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def show_source(*objects: Callable[..., Any] | type, markdown: bool = True):

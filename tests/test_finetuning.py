@@ -68,6 +68,23 @@ def test_finetune_tiny(task, tiny_bert, tmp_path):
     assert res.trainable_params == sum(p.numel() for p in torch.nn.Module.parameters(_reload(best, task)))
     rec = metric_record(res)
     assert f"{task}/{res.main_metric}" in rec and f"{task}/train_tokens_per_s" in rec and f"{task}/mfu" in rec
+    # predictions line up with the examples they belong to (group_by_length must not reorder eval):
+    # rerun the saved model on each eval example alone, in dataset order
+    assert np.array_equal(preds.labels, np.asarray(preds.examples["label"], dtype=preds.labels.dtype))
+    net = _reload(best, task).eval()
+    with torch.no_grad():
+        one_by_one = np.concatenate([
+            net(**tok(*[[ex[c]] for c in spec.input_columns], truncation=True, max_length=32,
+                      return_tensors="pt")).logits.numpy() for ex in preds.examples])
+    np.testing.assert_allclose(preds.logits, one_by_one, atol=1e-4, rtol=1e-4)
+
+
+def test_finetune_without_saving(tiny_bert, tmp_path):
+    """save_model=False keeps nothing of the run on disk (notebooks run many fine-tunings)."""
+    fresh = tmp_path / "run"
+    res = finetune("sst2", tiny_bert, profile="smoke", output_dir=fresh, save_model=False, **FAST)
+    assert res.best_checkpoint is None and not fresh.exists()
+    assert 0 <= res.metrics["validation"]["accuracy"] <= 1
 
 
 def _reload(path, task):
