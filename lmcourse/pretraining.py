@@ -38,7 +38,7 @@ SIZES: dict[str, dict[str, Any]] = {
               "corpus_lines": 1500, "finetune_profile": "smoke",
               "transfer_inits": ["random init", "MLM"], "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
               "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2, "clm_embd": 64,
-              "clm_lr": 1e-3, "clm_eval_every": 20, "clm_eval_iters": 4, "wiki_steps": 30,
+              "clm_lr": 1e-3, "clm_eval_every": 20, "clm_eval_iters": 4, "wiki_steps": 80,
               "final_eval_iters": 8, "sample_chars": 80,
               "kv_layers": 2, "kv_embd": 64, "kv_block": 128, "gen_lengths": [16, 32, 64], "gen_repeats": 1},
     "cpu": {"mlm_steps": 400, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100, "eval_blocks": 128,
@@ -120,6 +120,14 @@ def sentence_segments(doc: Sequence[str]) -> list[str]:
         parts = [p.strip() for p in line.split(" . ")]
         out.extend(p + (" ." if i < len(parts) - 1 else "") for i, p in enumerate(parts) if p)
     return out
+
+
+def tokenize_segments(tokenizer, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Each document as a list of token-id lists, one per sentence (:func:`sentence_segments`), without
+    special tokens: the input :func:`build_nsp_pairs` expects."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return [[e.ids for e in backend.encode_batch(sentence_segments(doc), add_special_tokens=False)]
+            for doc in documents]
 
 
 @dataclass
@@ -491,7 +499,7 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
             if gnorm is not None:
                 row["grad_norm"] = float(gnorm)
             result.history.append(row)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)  # redraw at mininterval only
         done = step + 1
         if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
             model.eval()

@@ -29,7 +29,15 @@ RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or Path.cwd() / "runs")
+    """``$LMCOURSE_RUNS_DIR``, else the checkout's ``runs/`` when working inside it (a notebook's working
+    directory is ``notebooks/``: its runs still land next to the others), else ``./runs``."""
+    if os.environ.get(RUNS_DIR_ENV):
+        return Path(os.environ[RUNS_DIR_ENV])
+    cwd = Path.cwd().resolve()
+    root = REPO_ROOT.resolve()
+    if (root / "notebooks").is_dir() and (cwd == root or root in cwd.parents):
+        return root / "runs"
+    return cwd / "runs"
 
 
 def git_commit(cwd: Path = REPO_ROOT) -> str | None:

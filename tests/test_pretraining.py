@@ -184,3 +184,10 @@ def test_sizes():
     assert PT.pretraining_sizes("cpu")["clm_steps"] == 2000
     with pytest.raises(UnknownNameError):
         PT.pretraining_sizes("tpu")
+
+
+def test_tokenize_segments_matches_the_tokenizer_sentence_by_sentence(tok):
+    docs = PT.split_documents(T.corpus_lines(max_lines=200))[:3]
+    fast = PT.tokenize_segments(tok, docs)
+    slow = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)] for d in docs]
+    assert fast == slow and sum(len(d) for d in fast) > 3
