@@ -717,7 +717,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("spec", help="a spec YAML file or a shipped spec name (smoke, cpu, gpu)")
     p.add_argument("--only", default=None, help="only runs whose id matches this glob or substring")
     p.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without running")
-    p.add_argument("--runs-dir", default=None, help="where runs/<bench>/ goes (default: ./runs)")
+    p.add_argument("--runs-dir", default=None,
+                   help="where runs/<bench>/ goes (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="local: one run after another here; ray: one Ray task per run (pip install lmcourse[cluster])")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://head:10001); default: start one")

@@ -70,3 +70,23 @@ def test_two_processes_and_accumulation_follow_the_single_process_curve(tmp_path
     # only the main process wrote: one checkpoint folder, one history
     assert [p.name for p in (tmp_path / "two" / "checkpoints").iterdir()] == ["checkpoint-6"]
     assert proc.stdout.count("pretrain: 6 steps on 2 process(es)") == 1
+
+
+def test_notebook_launcher_trains_like_torchrun(tmp_path):
+    """From a notebook: accelerate's notebook_launcher forks 2 processes that train like the single one.
+
+    Run in a fresh interpreter (as a notebook kernel would be): forking the test process itself, with
+    its thread pools already started, is not what a user does."""
+    assert run(["pretrain", *TINY, "--out", str(tmp_path / "one")]) == 0
+    script = (
+        "from lmcourse.distributed import launch_in_notebook\n"
+        "from lmcourse.launch import run\n"
+        f"launch_in_notebook(run, (['pretrain', *{TINY!r}, '--out', {str(tmp_path / 'two')!r}],), num_processes=2)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, loss_one = _losses(tmp_path / "one")
+    two, loss_two = _losses(tmp_path / "two")
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    torch.testing.assert_close(torch.tensor(loss_two), torch.tensor(loss_one), rtol=0, atol=1e-5)
