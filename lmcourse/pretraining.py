@@ -34,7 +34,7 @@ from lmcourse.errors import SpecError, UnknownNameError
 # Training sizes per profile (model sizes come from the Profile: hidden_size, num_layers, num_heads,
 # block_size). mlm_steps: BERT steps per model; clm_*: notebook 06.
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"mlm_steps": 20, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10, "eval_blocks": 32,
+    "smoke": {"mlm_steps": 40, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10, "eval_blocks": 32,
               "corpus_lines": 1500, "finetune_profile": "smoke",
               "transfer_inits": ["random init", "MLM"], "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
               "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2, "clm_embd": 64,
