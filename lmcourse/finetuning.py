@@ -50,10 +50,10 @@ TASK_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {  # a few minutes per task on 2 uncontended cores (bf16); tasks with long pairs get fewer epochs
         "_default": {"max_train_samples": 4000, "num_epochs": 2, "learning_rate": 5e-5, "max_length": 128,
                      "batch_size": 32, "warmup_ratio": 0.1},
-        "cola": {"max_train_samples": 4000, "num_epochs": 2, "max_length": 64, "learning_rate": 5e-5},
-        "sst2": {"max_train_samples": 4000, "num_epochs": 2, "max_length": 64},
+        "cola": {"max_train_samples": None, "num_epochs": 2, "max_length": 64, "learning_rate": 5e-5},
+        "sst2": {"max_train_samples": None, "num_epochs": 1, "max_length": 64},  # all 67k: ~8 min, acc ~0.89
         "mrpc": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 8e-5},
-        "stsb": {"max_train_samples": 3000, "num_epochs": 2, "learning_rate": 8e-5},
+        "stsb": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 8e-5},
         "rte": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 5e-5},
         "wnli": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 2e-5},
     },

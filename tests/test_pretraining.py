@@ -191,3 +191,20 @@ def test_tokenize_segments_matches_the_tokenizer_sentence_by_sentence(tok):
     fast = PT.tokenize_segments(tok, docs)
     slow = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)] for d in docs]
     assert fast == slow and sum(len(d) for d in fast) > 3
+
+
+def test_unigram_mlm_baseline_scores_token_frequencies(tok):
+    """Its accuracy is the share of masked labels equal to the most frequent token, its loss the unigram
+    cross-entropy, both on exactly the masks mlm_evaluator uses for real models."""
+    blocks = [{"input_ids": b} for b in PT.bert_blocks(tok, T.corpus_lines(max_lines=300), 32)]
+    train, held_out = blocks[4:], blocks[:4]
+    coll = PT.mlm_collator(tok)
+    base = PT.UnigramMLM(train, len(tok), exclude_ids=tok.all_special_ids)
+    got = PT.mlm_evaluator(held_out, coll, batch_size=2)(base)
+    labels = torch.cat([PT.collate_seeded(coll, held_out[i:i + 2], 12345 + i)["labels"].flatten()
+                        for i in range(0, 4, 2)])
+    labels = labels[labels != -100]
+    probs = base.log_probs.exp().double()
+    assert got["mlm_acc"] == pytest.approx(float((labels == probs.argmax()).double().mean()))
+    assert got["mlm_loss"] == pytest.approx(float(-probs[labels].log().mean()), rel=1e-5)
+    assert float(probs[tok.all_special_ids].sum()) == 0.0 and 0 < got["mlm_acc"] < 0.5
