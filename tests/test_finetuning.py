@@ -145,3 +145,23 @@ def test_majority_baseline():
     assert majority_baseline("sst2", labels)["accuracy"] == 0.75
     assert majority_baseline("stsb", np.array([0.0, 1.0, 2.0, 5.0]))["pearson"] == 0.0
     assert majority_baseline("mrpc", np.array([1, 1, 0]))["f1"] == pytest.approx(0.8)
+
+
+def test_shipped_floors_name_real_tasks_and_metrics():
+    """Each floor in data/finetune_floors.yaml is a metric the task's GLUE metric reports, in its range,
+    and above what always predicting the majority class scores on that dev set."""
+    from lmcourse.finetuning import load_floors
+    from lmcourse.profiles import PROFILES
+
+    floors = load_floors()
+    assert set(floors) <= set(PROFILES) and floors["cpu"], floors
+    for profile, per_task in floors.items():
+        for task, metrics in (per_task or {}).items():
+            spec = get_task(task)
+            labels = np.asarray(load_glue(task, spec.eval_splits[0])["label"])
+            reported = compute_glue_metric(task, labels, labels)
+            baseline = majority_baseline(task, labels)
+            for metric, floor in metrics.items():
+                assert metric in reported, (profile, task, metric, sorted(reported))
+                assert -1 <= floor <= 1, (profile, task, metric, floor)
+                assert floor > baseline.get(metric, 0.0), (profile, task, metric, floor, baseline)
