@@ -570,6 +570,44 @@ class UnigramMLM(nn.Module):
         return SimpleNamespace(logits=self.log_probs.expand(*input_ids.shape, -1))
 
 
+def token_counts(features: Sequence[dict[str, Any]], vocab_size: int) -> Tensor:
+    """How often each token id occurs in ``features`` (their ``input_ids``)."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for f in features:
+        counts += torch.bincount(torch.as_tensor(f["input_ids"]), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def mean_pairwise_cosine(vectors: Tensor) -> float:
+    """Mean cosine similarity over all pairs of distinct rows: about 0 for random vectors in many dimensions,
+    near 1 when the rows have collapsed into one direction (a cone)."""
+    if vectors.shape[0] < 2:
+        raise ValueError(f"need at least 2 vectors, got {vectors.shape[0]}")
+    v = F.normalize(vectors.double(), dim=1)
+    n, total = v.shape[0], v.sum(0)
+    return float((total @ total - n) / (n * (n - 1)))  # sum over all pairs minus the n self-pairs
+
+
+def embedding_cone(embeddings: Tensor, counts: Tensor, band: int = 1000, exclude_ids: Sequence[int] = ()
+                   ) -> dict[str, float]:
+    """Mean pairwise cosine of the input embeddings of the ``band`` most frequent and the ``band`` rarest
+    (seen at least once) tokens. With a tied MLM decoder, every softmax step pushes the vectors of tokens that
+    are *not* the answer in one shared direction, and rare tokens are almost never the answer — so they drift
+    into a narrow cone (Gao et al. 2019, "Representation Degeneration Problem", ICLR), losing what told them
+    apart at random initialisation."""
+    counts = counts.clone()
+    if len(exclude_ids):
+        counts[torch.as_tensor(list(exclude_ids))] = 0
+    seen = torch.nonzero(counts > 0).squeeze(1)
+    order = seen[torch.argsort(counts[seen], descending=True, stable=True)]
+    band = min(band, len(order) // 2)
+    if band < 2:
+        raise ValueError(f"too few distinct tokens seen ({len(order)}) to form two bands")
+    e = embeddings.detach()
+    return {"frequent": mean_pairwise_cosine(e[order[:band]]), "rare": mean_pairwise_cosine(e[order[-band:]]),
+            "band": band}
+
+
 def clm_evaluator(data: Tensor, block_size: int, batch_size: int, iters: int, seed: int = 4242
                   ) -> Callable[[nn.Module], dict[str, float]]:
     """nanoGPT's ``estimate_loss``: mean loss over ``iters`` fixed random batches of ``data``."""

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmcourse import pretraining as PT
 from lmcourse import tokenization as T
@@ -208,3 +209,32 @@ def test_unigram_mlm_baseline_scores_token_frequencies(tok):
     assert got["mlm_acc"] == pytest.approx(float((labels == probs.argmax()).double().mean()))
     assert got["mlm_loss"] == pytest.approx(float(-probs[labels].log().mean()), rel=1e-5)
     assert float(probs[tok.all_special_ids].sum()) == 0.0 and 0 < got["mlm_acc"] < 0.5
+
+
+def test_mean_pairwise_cosine_matches_brute_force():
+    torch.manual_seed(0)
+    v = torch.randn(37, 16) + 0.3
+    n = F.normalize(v.double(), dim=1)
+    sim = n @ n.T
+    brute = float((sim.sum() - sim.diagonal().sum()) / (37 * 36))
+    assert PT.mean_pairwise_cosine(v) == pytest.approx(brute, abs=1e-12)
+    assert PT.mean_pairwise_cosine(torch.ones(5, 3)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        PT.mean_pairwise_cosine(torch.ones(1, 3))
+
+
+def test_embedding_cone_bands_by_frequency():
+    # ids 0..9: id 0 special; ids 1-4 frequent (pointing the same way), 5-8 rare (random), 9 never seen
+    feats = [{"input_ids": [0] * 50 + [1, 2, 3, 4] * 10 + [5, 6, 7, 8]}]
+    counts = PT.token_counts(feats, 10)
+    assert counts.tolist() == [50, 10, 10, 10, 10, 1, 1, 1, 1, 0]
+    torch.manual_seed(0)
+    emb = torch.randn(10, 64)
+    emb[1:5] = torch.tensor([1.0] * 64) + 0.01 * torch.randn(4, 64)
+    cone = PT.embedding_cone(emb, counts, band=4, exclude_ids=[0])
+    assert cone["band"] == 4
+    assert cone["frequent"] > 0.99
+    assert cone["rare"] == pytest.approx(PT.mean_pairwise_cosine(emb[5:9]))
+    assert abs(cone["rare"]) < 0.3
+    with pytest.raises(ValueError, match="too few"):
+        PT.embedding_cone(emb, PT.token_counts([{"input_ids": [1, 2]}], 10), band=4)
