@@ -557,9 +557,7 @@ class UnigramMLM(nn.Module):
 
     def __init__(self, train_features: Sequence[dict[str, Any]], vocab_size: int, exclude_ids: Sequence[int] = ()):
         super().__init__()
-        counts = torch.ones(vocab_size, dtype=torch.float64)
-        for f in train_features:
-            counts += torch.bincount(torch.as_tensor(f["input_ids"]), minlength=vocab_size)[:vocab_size].double()
+        counts = 1.0 + token_counts(train_features, vocab_size).double()
         if len(exclude_ids):
             counts[torch.as_tensor(list(exclude_ids))] = 0.0
         self.log_probs = nn.Parameter((counts / counts.sum()).log().float(), requires_grad=False)
