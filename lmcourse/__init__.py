@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lmcourse.errors import DataUnavailableError, LmcourseError, SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, DataUnavailableError, LmcourseError, SpecError, UnknownNameError
 
 __version__ = "0.1.0"
 
-__all__ = ["DataUnavailableError", "LmcourseError", "SpecError", "UnknownNameError", "__version__"]
+__all__ = ["ArgumentError", "DataUnavailableError", "LmcourseError", "SpecError", "UnknownNameError", "__version__"]

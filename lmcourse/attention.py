@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.measurement import PeakTensorMemory, synchronize
+
+if TYPE_CHECKING:
+    from lmcourse.context import RunContext
 
 # --------------------------------------------------------------------------------------------- core
 
@@ -276,46 +278,9 @@ def softmax_saturation(d_k: int, n_keys: int = 64, n_queries: int = 256, scaled:
 # ------------------------------------------------------------------------------------- cost of attention
 
 
-class _PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of live tensors allocated by torch ops inside the ``with`` block (any device).
-
-    Tracks every op output's storage until its last tensor dies, so it sees the ``T x T`` score matrix
-    of the naive implementation; a fused kernel's internal scratch (tiles) is invisible, which is fine:
-    its size does not grow with ``T^2``.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current = self.peak = 0
-        self._live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensor count]
-
-    def _release(self, ptr: int) -> None:
-        entry = self._live.get(ptr)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self.current -= entry[0]
-                del self._live[ptr]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, Tensor) and t.numel() > 0:
-                ptr = t.untyped_storage().data_ptr()
-                if ptr in self._live:
-                    self._live[ptr][1] += 1
-                else:
-                    nbytes = t.untyped_storage().nbytes()
-                    self._live[ptr] = [nbytes, 1]
-                    self.current += nbytes
-                    self.peak = max(self.peak, self.current)
-                weakref.finalize(t, self._release, ptr)
-        return out
-
-
 def peak_activation_bytes(fn: Callable[[], Any]) -> int:
     """Peak memory of the tensors ``fn()`` allocates (its inputs excluded); runs ``fn`` once."""
-    tracker = _PeakTensorMemory()
+    tracker = PeakTensorMemory()
     with tracker:
         result = fn()
     del result
@@ -327,52 +292,41 @@ ATTENTION_IMPLS: dict[str, Callable[..., Tensor]] = {
     "sdpa": F.scaled_dot_product_attention,
 }
 
-#: sequence lengths and sizes of the attention cost measurement, per profile
-COST_SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"seq_lens": [256, 512, 1024, 2048], "batch": 1, "heads": 4, "head_dim": 32, "repeats": 5},
-    "cpu": {"seq_lens": [128, 256, 512, 1024, 2048, 4096], "batch": 1, "heads": 8, "head_dim": 64, "repeats": 3},
-    "gpu": {"seq_lens": [512, 1024, 2048, 4096, 8192, 16384], "batch": 4, "heads": 16, "head_dim": 64,
-            "repeats": 5},
-}
 
+def measure_attention_cost(seq_lens: Sequence[int], ctx: RunContext, batch: int = 1, heads: int = 4,
+                           head_dim: int = 32, repeats: int = 3, impls: Sequence[str] = ("ours", "sdpa"),
+                           causal: bool = False, dtype: torch.dtype = torch.float32, progress: bool = True
+                           ) -> list[dict[str, Any]]:
+    """Time (best of ``repeats``) and peak activation memory of attention for each length and impl, on
+    ``ctx.device`` (the sizes of a chapter come from ``ctx.profile.attention_cost``).
 
-def cost_sizes(profile: str) -> dict[str, Any]:
-    """The attention-cost measurement sizes of a profile (``smoke``, ``cpu``, ``gpu``)."""
-    if profile not in COST_SIZES:
-        raise UnknownNameError(f"unknown profile {profile!r} for attention cost sizes; known: {sorted(COST_SIZES)}")
-    return dict(COST_SIZES[profile])
-
-
-def measure_attention_cost(seq_lens: Sequence[int], batch: int = 1, heads: int = 4, head_dim: int = 32,
-                           repeats: int = 3, impls: Sequence[str] = ("ours", "sdpa"), causal: bool = False,
-                           device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                           progress: bool = True) -> list[dict[str, Any]]:
-    """Time (best of ``repeats``) and peak activation memory of attention for each length and impl."""
+    Inputs are drawn on the CPU (seeded by the length, so every device sees the same numbers) and moved to
+    the device; timings wait for the device (:func:`lmcourse.measurement.synchronize`).
+    """
     from tqdm.auto import tqdm
 
-    from lmcourse.perf import _sync
-
-    device = torch.device(device)
+    device = ctx.device
+    for name in impls:
+        if name not in ATTENTION_IMPLS:
+            raise UnknownNameError(f"unknown attention implementation {name!r}; known: {sorted(ATTENTION_IMPLS)}")
     rows = []
     for T in tqdm(list(seq_lens), desc="attention cost", disable=not progress):
         gen = torch.Generator(device="cpu").manual_seed(T)
         q, k, v = (torch.randn(batch, heads, T, head_dim, generator=gen).to(device, dtype) for _ in range(3))
         for name in impls:
-            if name not in ATTENTION_IMPLS:
-                raise UnknownNameError(f"unknown attention implementation {name!r}; known: {sorted(ATTENTION_IMPLS)}")
             fn = ATTENTION_IMPLS[name]
             with torch.no_grad():
                 fn(q, k, v, is_causal=causal)  # warm-up
-                _sync(device)
+                synchronize(device)
                 best = float("inf")
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     fn(q, k, v, is_causal=causal)
-                    _sync(device)
+                    synchronize(device)
                     best = min(best, time.perf_counter() - t0)
                 mem = peak_activation_bytes(lambda f=fn, q=q, k=k, v=v: f(q, k, v, is_causal=causal))
             rows.append({"impl": name, "seq_len": T, "seconds": best, "peak_bytes": mem,
-                         "score_matrix_bytes": batch * heads * T * T * q.element_size()})
+                         "score_matrix_bytes": batch * heads * T * T * q.element_size(), "device": str(q.device)})
     return rows
 
 

@@ -1,8 +1,9 @@
-"""The ``lmcourse`` command: run notebooks and the course headless, inspect the environment and data."""
+"""The ``lmcourse`` command: run notebooks, the course and benchmarks headless, inspect the environment and data."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,27 @@ def cmd_course(args: argparse.Namespace) -> int:
     return 1 if failed or len(rows) < len(notebooks) else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lmcourse.bench import load_spec, make_executor, run_spec
+
+    spec = load_spec(args.spec)
+    executor = make_executor(args.backend, args.address, args.num_cpus)
+    result = run_spec(spec, runs_dir=args.runs_dir, only=args.only, dry_run=args.dry_run, progress=not args.quiet,
+                      executor=executor)
+    if args.dry_run:
+        print(f"{spec.name}: {len(result.planned)} runs ({len(result.skipped)} already completed)")
+        for run in result.planned:
+            state = "done" if run.run_id in result.skipped else "todo"
+            print(f"  [{state}] {run.run_id}  {Path(run.notebook).name}  {json.dumps(run.parameters, default=str)}")
+        return 0
+    print(f"{spec.name}: {len(result.completed)} ran, {len(result.skipped)} skipped (already completed), "
+          f"{len(result.failed)} failed")
+    if result.results_file and result.leaderboard_file:
+        print(f"results: {result.results_file}\nleaderboard: {result.leaderboard_file}")
+        print(result.leaderboard_file.read_text(encoding="utf-8"))
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmcourse", description="Large language models from theory to practice")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,32 +152,131 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_course)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("bench", help="run a benchmark spec (notebook × model × task × seed × profile)")
+    p.add_argument("spec", help="a spec YAML file or a shipped spec name (smoke, cpu, gpu)")
+    p.add_argument("--only", default=None, help="only runs whose id matches this glob or substring")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without running")
+    p.add_argument("--runs-dir", default=None,
+                   help="where runs/<bench>/ goes (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: one run after another here; ray: one Ray task per run (pip install lmcourse[cluster])")
+    p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://head:10001); default: start one")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a locally started Ray instance")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+    _add_training_commands(sub)
     return parser
 
 
-# Other modules (e.g. the benchmark suite) add their subcommands here: register(subparsers) -> None.
-_EXTRA_COMMANDS: list = []
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Char-level GPT pretraining (nanoGPT's Shakespeare setting) with :func:`lmcourse.pretraining.train`;
+    ``--global-batch`` sequences per optimiser step whatever the number of processes and ``--grad-accum``."""
+    import torch
+
+    from lmcourse import distributed as dist
+    from lmcourse.context import resolve_context
+    from lmcourse.data import load_corpus
+    from lmcourse.models.gpt import GPT, GPTConfig
+    from lmcourse.pretraining import StreamBatches, TrainConfig, clm_step_outputs, train
+    from lmcourse.tokenization import CharTokenizer
+    from lmcourse.tracking import write_json_atomic
+
+    _, world = dist.init_from_env()
+    ctx = resolve_context(args.profile, seed=args.seed, device=args.device, bf16=args.bf16 or False,
+                          threads=args.threads).apply()
+    per_device = dist.per_device_batch_size(args.global_batch, args.grad_accum, world)
+    text = "\n".join(load_corpus(args.corpus, "train")["text"])
+    chars = CharTokenizer(text)
+    data = torch.tensor(chars.encode(text), dtype=torch.long)
+    train_data = data[: int(0.9 * len(data))]
+    config = GPTConfig(vocab_size=chars.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                       n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+    with ctx.seeded():
+        model = GPT(config)
+    cfg = TrainConfig(max_steps=args.steps, lr=args.lr, warmup_steps=args.warmup, schedule="cosine",
+                      min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.99), eval_every=args.steps + 1,
+                      bf16=ctx.bf16, grad_accum_steps=args.grad_accum, fused_adamw=False)
+    out = Path(args.out)
+    result = train(model, StreamBatches(train_data, args.block_size, args.global_batch, ctx), clm_step_outputs,
+                   cfg, ctx, output_dir=out / "checkpoints" if args.save else None, progress=dist.is_main_process())
+    if dist.is_main_process():
+        write_json_atomic(out / "history.json", {
+            "world_size": world, "global_batch": args.global_batch, "grad_accum_steps": args.grad_accum,
+            "per_device_batch": per_device, "history": result.history, "context": ctx.to_dict(),
+            "tokens_per_s_per_process": result.perf.get("train_tokens_per_s"),
+            "tokens_per_s_total": (result.perf.get("train_tokens_per_s") or 0.0) * world,
+            "mfu": result.perf.get("mfu"), "device": result.perf.get("device"),
+        })
+        print(f"pretrain: {args.steps} steps on {world} process(es) on {ctx.device}, final loss "
+              f"{result.history[-1]['loss']:.4f} -> {out / 'history.json'}")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
 
 
-def _load_extra_commands() -> None:
-    import importlib
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """:func:`lmcourse.finetuning.finetune` from the command line; the ``Trainer`` handles DDP by itself."""
+    from lmcourse import distributed as dist
+    from lmcourse.context import resolve_context
+    from lmcourse.finetuning import finetune, metric_record
+    from lmcourse.tracking import write_json_atomic
 
-    for module in ("lmcourse.bench", "lmcourse.launch"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        register = getattr(mod, "register_cli", None)
-        if register is not None and register not in _EXTRA_COMMANDS:
-            _EXTRA_COMMANDS.append(register)
+    ctx = resolve_context(args.profile, seed=args.seed, device=args.device)
+    overrides = {k: v for k, v in {"max_steps": args.max_steps, "max_train_samples": args.max_train_samples,
+                                   "batch_size": args.batch_size, "learning_rate": args.learning_rate}.items()
+                 if v is not None}
+    result = finetune(args.task, args.model, ctx=ctx, output_dir=args.out, **overrides)
+    if dist.is_main_process():
+        record = metric_record(result)
+        if args.out:
+            write_json_atomic(Path(args.out) / "finetune_metrics.json", record)
+        print(json.dumps(record, indent=2, default=str))
+    return 0
+
+
+def _add_training_commands(sub) -> None:
+    """``pretrain`` and ``finetune``: they run unchanged on one process or many (torchrun, accelerate launch)."""
+    p = sub.add_parser("pretrain", help="char-level GPT pretraining; runs under torchrun/accelerate launch")
+    p.add_argument("--corpus", default="tiny-shakespeare")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--global-batch", type=int, default=16, help="sequences per optimiser step, all processes")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step on each process")
+    p.add_argument("--block-size", type=int, default=64)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: fp32)")
+    p.add_argument("--save", action="store_true", help="write checkpoints (main process only)")
+    p.add_argument("--out", default="runs/pretrain")
+    _add_context_flags(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune on a GLUE task; runs under torchrun/accelerate launch")
+    p.add_argument("--task", required=True)
+    p.add_argument("--model", default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--out", default=None)
+    _add_context_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def _add_context_flags(p: argparse.ArgumentParser) -> None:
+    """The run context of a training command: profile, seed, device, threads."""
+    p.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $LMCOURSE_PROFILE or cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: $LMCOURSE_DEVICE or the best)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extra_commands()
+    """Run one ``lmcourse`` command (also the function to hand :func:`lmcourse.distributed.launch_in_notebook`)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmcourse.errors import DataUnavailableError, UnknownNameError
+from lmcourse.paths import REPO_ROOT
 
 DATA_DIR_ENV = "LMCOURSE_DATA_DIR"
 GLUE_HUB_ID = "nyu-mll/glue"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 
 def world_size() -> int:
@@ -51,7 +51,7 @@ def global_batch_size(per_device_batch: int, grad_accum_steps: int = 1, processe
     """Examples per optimiser step across all processes."""
     processes = world_size() if processes is None else processes
     if min(per_device_batch, grad_accum_steps, processes) < 1:
-        raise SpecError("batch size, gradient accumulation steps and processes must all be >= 1")
+        raise ArgumentError("batch size, gradient accumulation steps and processes must all be >= 1")
     return per_device_batch * grad_accum_steps * processes
 
 
@@ -60,7 +60,7 @@ def per_device_batch_size(global_batch: int, grad_accum_steps: int = 1, processe
     processes = world_size() if processes is None else processes
     parts = grad_accum_steps * processes
     if global_batch % parts:
-        raise SpecError(f"global batch {global_batch} is not divisible by {grad_accum_steps} accumulation steps × "
+        raise ArgumentError(f"global batch {global_batch} is not divisible by {grad_accum_steps} accumulation steps × "
                         f"{processes} processes; choose a multiple of {parts}")
     return global_batch // parts
 
@@ -69,7 +69,7 @@ def shard_batch(batch: Mapping[str, Tensor], shard: int, num_shards: int) -> dic
     """Contiguous shard ``shard`` of ``num_shards`` along the batch dimension (equal sizes required)."""
     n = next(iter(batch.values())).size(0)
     if n % num_shards:
-        raise SpecError(f"a batch of {n} examples cannot be split evenly over {num_shards} shards")
+        raise ArgumentError(f"a batch of {n} examples cannot be split evenly over {num_shards} shards")
     size = n // num_shards
     return {k: v[shard * size:(shard + 1) * size] for k, v in batch.items()}
 
@@ -124,16 +124,6 @@ def init_from_env() -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend)
     return rank(), world_size()
-
-
-def local_device() -> torch.device:
-    """The device of this process: its own GPU under a launcher (``LOCAL_RANK``), else the usual choice."""
-    from lmcourse.runtime import choose_device
-
-    name = choose_device()
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(name)
 
 
 def wrap_model(model: torch.nn.Module) -> torch.nn.Module:

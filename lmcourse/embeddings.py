@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,12 +30,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmcourse.errors import LmcourseError, SpecError, UnknownNameError
+from lmcourse.measurement import synchronize
+
+if TYPE_CHECKING:
+    from lmcourse.context import RunContext
+    from lmcourse.profiles import Profile
 
 
 # ------------------------------------------------------------------------------------------- sizes
 @dataclass(frozen=True)
 class EmbeddingSizes:
-    """Data and training sizes of the word-embedding chapter for one profile."""
+    """Data and training sizes of the word-embedding chapter for one profile (its ``embeddings`` section:
+    :meth:`from_profile`); fields a profile leaves out keep word2vec's / GloVe's defaults."""
 
     wikitext_splits: tuple[str, ...]  # load_corpus("wikitext-2", split) for each
     glue_tasks: tuple[str, ...]  # training sentences of these GLUE tasks are added to the corpus
@@ -55,30 +61,18 @@ class EmbeddingSizes:
     x_max: float = 100.0
     alpha: float = 0.75
 
+    @classmethod
+    def from_profile(cls, profile: str | Profile | None = None) -> EmbeddingSizes:
+        """The sizes of a profile's ``embeddings`` section (a :class:`~lmcourse.profiles.Profile` or its name;
+        ``None``: ``$LMCOURSE_PROFILE``). Unknown names and unknown section keys are clear errors."""
+        from lmcourse.profiles import get_profile
 
-_GLUE_TEXT_TASKS = ("cola", "mrpc", "stsb", "rte", "wnli")  # SST-2 is left out: its rows are sub-phrases
-
-SIZES: dict[str, dict[str, Any]] = {
-    # CI: a slice of wikitext-2 validation, one epoch; only sanity checks are meaningful
-    "smoke": dict(wikitext_splits=("validation[:1500]",), glue_tasks=(), min_count=3, glove_epochs=10),
-    # laptop: all of wikitext-2 here (validation + test) plus GLUE training sentences, ~0.95M tokens
-    "cpu": dict(wikitext_splits=("validation", "test"), glue_tasks=_GLUE_TEXT_TASKS, min_count=5, glove_epochs=15),
-    "gpu": dict(wikitext_splits=("validation", "test"), glue_tasks=(*_GLUE_TEXT_TASKS, "sst2"), min_count=5,
-                glove_epochs=50, batch_size=16384),
-}
-
-
-def get_sizes(profile: Any = None) -> EmbeddingSizes:
-    """Sizes for a profile (name or :class:`~lmcourse.profiles.Profile`); dim/epochs come from the profile."""
-    from lmcourse.profiles import PROFILES, get_profile
-
-    name = profile.name if hasattr(profile, "name") else profile
-    if name is not None and str(name).strip().lower() not in SIZES:
-        raise UnknownNameError(f"unknown profile {name!r} for word embeddings; choose one of {sorted(SIZES)}")
-    prof = profile if hasattr(profile, "embedding_dim") else get_profile(name)
-    if prof.name not in SIZES:  # pragma: no cover - PROFILES and SIZES are kept in sync
-        raise UnknownNameError(f"no embedding sizes for profile {prof.name!r}; known: {sorted(PROFILES)}")
-    return EmbeddingSizes(dim=prof.embedding_dim, epochs=prof.embedding_epochs, **SIZES[prof.name])
+        section = get_profile(profile).embeddings
+        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SpecError(f"unknown word-embedding size(s) {unknown} in the profile; known: "
+                            f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**section)
 
 
 # ------------------------------------------------------------------------------------------- corpus
@@ -319,25 +313,30 @@ def sgns_sgd_step(w_in: torch.Tensor, w_out: torch.Tensor, center: torch.Tensor,
     return float(-(F.logsigmoid(pos).sum() + F.logsigmoid(-neg).sum()))
 
 
-def train_sgns(corpus: EncodedCorpus, vocab: Vocab, dim: int = 100, window: int = 5, negative: int = 5,
-               epochs: int = 5, sample: float = 1e-3, batch_size: int = 4096, lr: float = 0.025,
-               min_lr: float = 1e-4, dynamic_window: bool = True, seed: int = 0, progress: bool = True
-               ) -> TrainResult:
+def train_sgns(corpus: EncodedCorpus, vocab: Vocab, ctx: RunContext, dim: int = 100, window: int = 5,
+               negative: int = 5, epochs: int = 5, sample: float = 1e-3, batch_size: int = 4096, lr: float = 0.025,
+               min_lr: float = 1e-4, dynamic_window: bool = True, progress: bool = True) -> TrainResult:
     """Skip-gram with negative sampling, batched: per epoch subsample, build all pairs, shuffle, step.
 
     Updates are word2vec's SGD (:func:`sgns_sgd_step`) with its schedule: the rate decays linearly
     from ``lr`` to ``min_lr`` over training. Negatives are drawn from unigram^0.75 for every pair.
+    The run context fixes the randomness (``ctx.seed``: the initial vectors, subsampling, windows,
+    shuffles and negatives) and where the vectors live and are updated (``ctx.device``); the random
+    draws are made on the CPU, so a seed gives the same draws on every device.
     """
     if len(corpus.ids) == 0:
         raise LmcourseError("train_sgns: empty corpus")
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    model = SkipGramNS(len(vocab), dim, sparse=False)
+    device = ctx.device
+    gen = ctx.generator()
+    rng = np.random.default_rng(ctx.seed)
+    with ctx.seeded():
+        model = SkipGramNS(len(vocab), dim, sparse=False)
+    model.to(device)
     w_in, w_out = model.inp.weight.data, model.out.weight.data
     keep = keep_probabilities(vocab.counts, sample)
     cdf = torch.from_numpy(np.cumsum(noise_distribution(vocab.counts))).float()
     cdf[-1] = 1.0 + 1e-6  # so that searchsorted never returns len(vocab)
+    cdf = cdf.to(device)
     # the decay runs over the expected number of pairs (dynamic window: (window+1)/2 per side on average)
     exp_pairs = float(keep[corpus.ids].sum()) * (window + 1 if dynamic_window else 2 * window)
     total_pairs = max(1.0, epochs * exp_pairs)
@@ -351,12 +350,13 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, dim: int = 100, window: int 
         eff = rng.integers(1, window + 1, size=len(sub.ids)) if dynamic_window else None
         c, o = skipgram_pairs(sub.ids, sub.sentence, window, eff)
         perm = torch.from_numpy(rng.permutation(len(c)))
-        c_t, o_t = torch.from_numpy(c)[perm], torch.from_numpy(o)[perm]
+        c_t, o_t = torch.from_numpy(c)[perm].to(device), torch.from_numpy(o)[perm].to(device)
         total = 0.0
         bar = _progress(len(c), f"SGNS epoch {epoch + 1}/{epochs}", progress)
         for s in range(0, len(c), batch_size):
             cb, ob = c_t[s:s + batch_size], o_t[s:s + batch_size]
-            neg = torch.searchsorted(cdf, torch.rand(len(cb) * negative, generator=gen)).view(len(cb), negative)
+            draws = torch.rand(len(cb) * negative, generator=gen).to(device)
+            neg = torch.searchsorted(cdf, draws).view(len(cb), negative)
             rate = max(min_lr, lr - (lr - min_lr) * done / total_pairs)
             batch_loss = sgns_sgd_step(w_in, w_out, cb, ob, neg, rate)
             total += batch_loss
@@ -369,23 +369,26 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, dim: int = 100, window: int 
             bar.update(len(cb))
         bar.close()
         losses.append(total / max(len(c), 1))
+    synchronize(device)
     seconds = time.perf_counter() - start
-    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done, extra={"curve": curve})
+    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done,
+                       extra={"curve": curve, "device": str(device)})
 
 
-def train_gensim(sentences: Sequence[Sequence[str]], dim: int = 100, window: int = 5, negative: int = 5,
-                 epochs: int = 5, sample: float = 1e-3, min_count: int = 5, max_vocab: int | None = None,
-                 workers: int | None = None, seed: int = 0):
+def train_gensim(sentences: Sequence[Sequence[str]], ctx: RunContext, dim: int = 100, window: int = 5,
+                 negative: int = 5, epochs: int = 5, sample: float = 1e-3, min_count: int = 5,
+                 max_vocab: int | None = None, workers: int | None = None):
     """gensim's skip-gram (sg=1, negative sampling, no hierarchical softmax) on the same sentences.
 
     Returns ``(model, TrainResult)``; the time counts ``train()`` only (vocabulary building excluded, as
-    for ours). ``workers`` defaults to torch's thread count so both use the same cores.
+    for ours). Seeded with ``ctx.seed``; ``workers`` defaults to ``ctx.threads``, the CPU threads torch
+    uses in this run, so both implementations use the same cores.
     """
     from gensim.models import Word2Vec
 
-    workers = workers or torch.get_num_threads()
+    workers = workers or ctx.threads
     model = Word2Vec(vector_size=dim, window=window, negative=negative, hs=0, sg=1, sample=sample,
-                     min_count=min_count, max_final_vocab=max_vocab, workers=workers, seed=seed, epochs=epochs)
+                     min_count=min_count, max_final_vocab=max_vocab, workers=workers, seed=ctx.seed, epochs=epochs)
     model.build_vocab(sentences)
     start = time.perf_counter()
     model.train(sentences, total_examples=model.corpus_count, epochs=epochs)
@@ -469,24 +472,30 @@ class GloVe(nn.Module):
         return (self.w.weight + self.wt.weight).detach().cpu().numpy().copy()
 
 
-def train_glove(cooc: Cooccurrence, dim: int = 100, epochs: int = 20, batch_size: int = 16384, lr: float = 0.05,
-                x_max: float = 100.0, alpha: float = 0.75, seed: int = 0, progress: bool = True,
+def train_glove(cooc: Cooccurrence, ctx: RunContext, dim: int = 100, epochs: int = 20, batch_size: int = 16384,
+                lr: float = 0.05, x_max: float = 100.0, alpha: float = 0.75, progress: bool = True,
                 raw_words: int = 0) -> TrainResult:
-    """AdaGrad (as in the paper, initial rate 0.05) over shuffled batches of the non-zero X_ij."""
+    """AdaGrad (as in the paper, initial rate 0.05) over shuffled batches of the non-zero X_ij.
+
+    ``ctx.seed`` fixes the initial vectors and the shuffles (drawn on the CPU), ``ctx.device`` is where
+    the model and the co-occurrence entries live.
+    """
     if len(cooc.values) == 0:
         raise LmcourseError("train_glove: the co-occurrence matrix is empty")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = GloVe(cooc.vocab_size, dim)
+    device = ctx.device
+    gen = ctx.generator()
+    with ctx.seeded():
+        model = GloVe(cooc.vocab_size, dim)
+    model.to(device)
     opt = torch.optim.Adagrad(model.parameters(), lr=lr)
-    i_all, j_all = torch.from_numpy(cooc.rows), torch.from_numpy(cooc.cols)
-    x_all = torch.from_numpy(cooc.values).float()
+    i_all, j_all = torch.from_numpy(cooc.rows).to(device), torch.from_numpy(cooc.cols).to(device)
+    x_all = torch.from_numpy(cooc.values).float().to(device)
     n = len(x_all)
     losses = []
     start = time.perf_counter()
     bar = _progress(epochs, "GloVe epochs", progress)
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(device)
         total = 0.0
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
@@ -498,8 +507,9 @@ def train_glove(cooc: Cooccurrence, dim: int = 100, epochs: int = 20, batch_size
         losses.append(total / n)
         bar.update(1)
     bar.close()
+    synchronize(device)
     return TrainResult(model.vectors(), losses, time.perf_counter() - start, raw_words, epochs,
-                       extra={"nonzeros": n})
+                       extra={"nonzeros": n, "device": str(device)})
 
 
 # ------------------------------------------------------------------------------------------- evaluation

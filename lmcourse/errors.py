@@ -19,4 +19,8 @@ class DataUnavailableError(LmcourseError, FileNotFoundError):
 
 
 class SpecError(LmcourseError, ValueError):
-    """A malformed benchmark spec or parameter."""
+    """A malformed benchmark spec (unknown key, axis, value or an empty matrix)."""
+
+
+class ArgumentError(LmcourseError, ValueError):
+    """Impossible arguments to a function or command (a size that does not fit, a value out of range)."""

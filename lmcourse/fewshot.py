@@ -15,22 +15,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from lmcourse.errors import SpecError
 
+if TYPE_CHECKING:
+    from lmcourse.context import RunContext
+
 
 @lru_cache(maxsize=2)
-def _load_encoder(model: str):
+def _load_encoder(model: str, device: str):
+    """Tokenizer and encoder of ``model`` on ``device``; one copy per (model, device), never moved afterwards."""
     from transformers import AutoModel, AutoTokenizer
 
     from lmcourse.models import resolve
 
     path = resolve(model)
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).to(device).eval()
 
 
 def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -40,17 +44,15 @@ def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def encode_sentences(texts: Sequence[str], model: str = "minilm-l6", batch_size: int = 64, max_length: int = 256,
-                     normalize: bool = True, progress: bool = False, device: str | None = None) -> np.ndarray:
+def encode_sentences(texts: Sequence[str], ctx: RunContext, model: str = "minilm-l6", batch_size: int = 64,
+                     max_length: int = 256, normalize: bool = True, progress: bool = False) -> np.ndarray:
     """Sentence embeddings ``(n, d)``: mean pooling (+ L2 normalisation), batches sorted by length.
 
-    ``device``: default :func:`lmcourse.runtime.choose_device` (the gpu profile embeds all of SST-2's train split).
+    The encoder runs on ``ctx.device`` in float32 (the gpu profile embeds all of SST-2's train split);
+    the embeddings come back as a NumPy array on the CPU.
     """
-    from lmcourse.runtime import choose_device
-
     texts = [str(t) for t in texts]
-    tokenizer, net = _load_encoder(model)
-    net = net.to(device or choose_device())
+    tokenizer, net = _load_encoder(model, str(ctx.device))
     order = np.argsort([len(t) for t in texts])[::-1]
     out = np.zeros((len(texts), net.config.hidden_size), dtype=np.float32)
     starts = range(0, len(texts), batch_size)
@@ -61,7 +63,7 @@ def encode_sentences(texts: Sequence[str], model: str = "minilm-l6", batch_size:
     for s in starts:
         idx = order[s:s + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(net.device)
+                        return_tensors="pt").to(ctx.device)
         emb = mean_pool(net(**enc).last_hidden_state, enc["attention_mask"])
         if normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -70,15 +72,16 @@ def encode_sentences(texts: Sequence[str], model: str = "minilm-l6", batch_size:
 
 
 def zero_shot_predict(text_embeddings: np.ndarray, label_descriptions: Sequence[str | Sequence[str]],
-                      model: str = "minilm-l6") -> tuple[np.ndarray, np.ndarray]:
+                      ctx: RunContext, model: str = "minilm-l6") -> tuple[np.ndarray, np.ndarray]:
     """Predicted labels and the ``(n, classes)`` cosine similarities to each label's description(s).
 
-    A label may have several descriptions; their normalised mean embedding represents it.
+    A label may have several descriptions; their normalised mean embedding represents it. The descriptions
+    are embedded on ``ctx.device``.
     """
     protos = []
     for desc in label_descriptions:
         descs = [desc] if isinstance(desc, str) else list(desc)
-        e = encode_sentences(descs, model=model).mean(0)
+        e = encode_sentences(descs, ctx, model=model).mean(0)
         protos.append(e / np.linalg.norm(e))
     sims = _normalize(text_embeddings) @ np.stack(protos).T
     return sims.argmax(1), sims

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from lmcourse.errors import SpecError
+from lmcourse.measurement import synchronize
 
 FILTER_VALUE = float("-inf")
 
@@ -117,14 +118,28 @@ def kept_fraction(processed: Tensor) -> float:
     return float(torch.isfinite(processed).float().mean())
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def time_generation(model, prompt: Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 1
                     ) -> tuple[Tensor, float]:
-    """Greedy generation of ``max_new_tokens``; returns the tokens and the best tokens/s of ``repeats`` runs."""
+    """Greedy generation of ``max_new_tokens``; returns the tokens and the best tokens/s of ``repeats`` runs.
+
+    The prompt is moved to the model's device, and each timing waits for the device to finish
+    (:func:`lmcourse.measurement.synchronize`): GPU kernels run asynchronously.
+    """
+    device = model_device(model)
+    prompt = prompt.to(device)
     best, out = float("inf"), prompt
     for _ in range(max(1, repeats)):
+        synchronize(device)
         t0 = time.perf_counter()
         out = model.generate(prompt, max_new_tokens, use_cache=use_cache)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return out, prompt.size(0) * max_new_tokens / best
 
@@ -134,7 +149,8 @@ def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: i
 
     Without a cache every step recomputes the whole context (``O(T^2)`` work for ``T`` tokens, plus
     attention ``O(T^3)``); with it a step processes one token (``O(T)`` in total per layer, attention
-    ``O(T^2)``). Also checks that both produce the same tokens.
+    ``O(T^2)``). Also checks that both produce the same tokens. Runs on the model's device (put the model
+    on ``ctx.device`` first); the prompt is moved there.
     """
     rows = []
     model.eval()
@@ -142,5 +158,6 @@ def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: i
         with_cache, tps_cache = time_generation(model, prompt, n, True, repeats)
         without, tps_plain = time_generation(model, prompt, n, False, repeats)
         rows.append({"new_tokens": n, "tokens/s with cache": tps_cache, "tokens/s without cache": tps_plain,
-                     "speedup": tps_cache / tps_plain, "identical": bool(torch.equal(with_cache, without))})
+                     "speedup": tps_cache / tps_plain, "identical": bool(torch.equal(with_cache, without)),
+                     "device": str(with_cache.device)})
     return rows

@@ -2,7 +2,7 @@
 
 ``load_glue_metric("mrpc").compute(predictions=..., references=...)`` returns the same keys as the
 Hub's ``glue`` metric plus ``combined_score`` for two-number tasks. ``glue_score`` averages per-task
-scores the way the GLUE leaderboard does.
+scores the way the GLUE leaderboard does (``mnli_average`` is its one MNLI matched/mismatched average).
 """
 
 from __future__ import annotations
@@ -57,6 +57,17 @@ def task_score(task: str, result: Mapping[str, float]) -> float:
 MNLI_PARTS = ("mnli_matched", "mnli_mismatched")
 
 
+def mnli_average(matched: float | None, mismatched: float | None) -> float:
+    """GLUE's one MNLI score: the mean of the matched and mismatched accuracies (Wang et al., 2019).
+
+    When only one of the two was measured (the other is ``None``), that one is the score.
+    """
+    parts = [float(x) for x in (matched, mismatched) if x is not None]
+    if not parts:
+        raise LmcourseError("mnli_average: neither a matched nor a mismatched MNLI score given")
+    return float(np.mean(parts))
+
+
 def glue_score(per_task: Mapping[str, Mapping[str, float]]) -> float:
     """GLUE's overall score: the unweighted mean of per-task scores (Wang et al., 2019, section 4).
 
@@ -67,11 +78,11 @@ def glue_score(per_task: Mapping[str, Mapping[str, float]]) -> float:
     if not per_task:
         raise LmcourseError("glue_score: no task results given")
     scores = {t: task_score(t, r) for t, r in per_task.items() if t != "ax"}
-    parts = [scores.pop(p) for p in MNLI_PARTS if p in scores]
+    parts = {p: scores.pop(p) for p in MNLI_PARTS if p in scores}
     if parts:
         if "mnli" in scores:
             raise LmcourseError("glue_score: give MNLI either as 'mnli' or as 'mnli_matched'/'mnli_mismatched'")
-        scores["mnli"] = float(np.mean(parts))
+        scores["mnli"] = mnli_average(parts.get("mnli_matched"), parts.get("mnli_mismatched"))
     if not scores:
         raise LmcourseError("glue_score: no task results besides the diagnostic set 'ax'")
     return float(np.mean(list(scores.values())))

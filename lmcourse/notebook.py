@@ -1,4 +1,4 @@
-"""Small conveniences every notebook uses: set up a run, show lmcourse code, show tables.
+"""Small conveniences every notebook uses: set up a run (its context), show lmcourse code, show tables.
 
 Notebooks teach by showing the code that lives in lmcourse; :func:`show_source` renders it so the
 chapter reads the real implementation rather than a copy.
@@ -7,22 +7,20 @@ chapter reads the real implementation rather than a copy.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
 from typing import Any
 
-from lmcourse.profiles import Profile, get_profile
+from lmcourse.context import RunContext, resolve_context
+from lmcourse.profiles import Profile
 
 
-def setup_notebook(profile: str | Profile | None = None, seed: int = 0, threads: int | None = None,
-                   verbose: bool = True) -> Profile:
-    """Resolve the profile, seed everything, set CPU threads and the plot style; returns the profile."""
-    from lmcourse.runtime import choose_device, seed_everything, set_cpu_threads
+def setup_notebook(profile: str | Profile | None = None, seed: int = 0, device: str | None = None,
+                   bf16: bool | None = None, threads: int | None = None, verbose: bool = True) -> RunContext:
+    """Resolve the notebook's :class:`~lmcourse.context.RunContext` once (profile, seed, device, precision,
+    threads, run folder), seed everything, set the CPU threads and the plot style; returns the context.
 
-    prof = get_profile(profile)
-    os.environ["LMCOURSE_PROFILE"] = prof.name  # so helpers called later see the same profile
-    seed_everything(seed)
-    n_threads = set_cpu_threads(threads)
+    Every lmcourse helper the notebook calls afterwards gets this context passed explicitly."""
+    ctx = resolve_context(profile, seed=seed, device=device, bf16=bf16, threads=threads).apply()
     try:
         import matplotlib
 
@@ -31,9 +29,8 @@ def setup_notebook(profile: str | Profile | None = None, seed: int = 0, threads:
     except ImportError:  # pragma: no cover
         pass
     if verbose:
-        print(f"profile={prof.name} ({prof.description}); seed={seed}; device={choose_device()}; "
-              f"torch threads={n_threads}")
-    return prof
+        print(ctx.describe())
+    return ctx
 
 
 def _inline_plots_in_jupyter() -> None:

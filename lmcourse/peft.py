@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, UnknownNameError
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -45,7 +45,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
         super().__init__()
         if r <= 0:
-            raise SpecError(f"LoRA rank r must be positive, got {r}")
+            raise ArgumentError(f"LoRA rank r must be positive, got {r}")
         self.base = base
         self.r = int(r)
         self.alpha = float(alpha)
@@ -172,7 +172,7 @@ def copy_lora_from_peft(ours: nn.Module, peft_model: nn.Module, adapter: str = "
             continue
         match = [t for n, t in theirs.items() if n.endswith("." + name) or n == name]
         if len(match) != 1:
-            raise SpecError(f"no unique peft LoRA layer for {name!r}")
+            raise ArgumentError(f"no unique peft LoRA layer for {name!r}")
         with torch.no_grad():
             m.lora_A.weight.copy_(match[0].lora_A[adapter].weight)
             m.lora_B.weight.copy_(match[0].lora_B[adapter].weight)

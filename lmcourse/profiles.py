@@ -1,27 +1,37 @@
-"""Run profiles: one name fixes data sizes, model sizes, epochs and batch sizes for a whole notebook.
+"""Run profiles: one name fixes every size of every chapter — data, models, steps, batches, vocabularies.
 
 - ``smoke``: CI — every notebook in at most 2 minutes on 2 CPU cores; numbers are only sanity checks.
 - ``cpu``: meaningful results on a laptop CPU within minutes per experiment.
 - ``gpu``: paper-size runs (full data, published recipes) on a CUDA GPU.
+
+This file is the only place where sizes live. A :class:`Profile` holds the shared sizes as fields and
+one section (a plain dict) per chapter: ``embeddings`` (01), ``attention_cost`` (02), ``tokenizers``
+(04-06), ``pretraining`` (05/06), ``finetune_tasks`` (07, per-task budgets) and ``experiments``
+(07/08: ablations, speed, PEFT, few-shot). A notebook reaches them through its run context
+(:mod:`lmcourse.context`), e.g. ``ctx.profile.pretraining["mlm_steps"]``.
 
 The default for headless runs comes from ``$LMCOURSE_PROFILE``; a papermill parameter overrides it.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from lmcourse.errors import UnknownNameError
 
 PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
+#: the chapter sections of a profile (dicts of sizes)
+SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes shared by all notebooks. ``None`` for a sample count means "the whole split"."""
+    """Sizes shared by all notebooks, plus one section per chapter. ``None`` for a sample count means
+    "the whole split"."""
 
     name: str
     description: str
@@ -41,14 +51,22 @@ class Profile:
     num_heads: int
     block_size: int
     max_steps: int
-    # word embeddings
-    embedding_dim: int
-    embedding_epochs: int
-    # anything notebook-specific
-    extra: dict[str, Any] = field(default_factory=dict)
+    # chapter sections
+    embeddings: dict[str, Any] = field(default_factory=dict)
+    attention_cost: dict[str, Any] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    pretraining: dict[str, Any] = field(default_factory=dict)
+    finetune_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiments: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of one chapter section (see :data:`SECTIONS`)."""
+        if name not in SECTIONS:
+            raise UnknownNameError(f"unknown profile section {name!r}; sections: {', '.join(SECTIONS)}")
+        return copy.deepcopy(getattr(self, name))
 
     def with_overrides(self, **changes: Any) -> Profile:
         """A copy with some fields changed (unknown field names raise a clear error)."""
@@ -60,63 +78,117 @@ class Profile:
         return replace(self, **changes)
 
 
+_GLUE_TEXT_TASKS = ("cola", "mrpc", "stsb", "rte", "wnli")  # SST-2 is left out of 01's corpus: sub-phrases
+_ALL_ABLATIONS = ("baseline", "no weight decay", "weight decay 0.1", "no dropout", "dropout 0.3",
+                  "early stopping (patience 1)", "FGM ε=1")
+_ALL_PEFT = ("full", "bitfit", "lora", "lora-peft", "adapter", "adapter-houlsby", "prompt", "prefix")
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         description="CI sanity run: tiny data and models, each notebook within 2 minutes on 2 CPU cores",
-        max_train_samples=256,
-        max_eval_samples=128,
-        finetune_model="minilm-l6",
-        num_epochs=1,
-        batch_size=16,
-        eval_batch_size=64,
-        learning_rate=5e-5,
-        max_length=64,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        block_size=64,
-        max_steps=30,
-        embedding_dim=32,
-        embedding_epochs=1,
+        max_train_samples=256, max_eval_samples=128, finetune_model="minilm-l6", num_epochs=1, batch_size=16,
+        eval_batch_size=64, learning_rate=5e-5, max_length=64,
+        hidden_size=64, num_layers=2, num_heads=2, block_size=64, max_steps=30,
+        # CI: a slice of wikitext-2 validation, one epoch; only sanity checks are meaningful
+        embeddings=dict(dim=32, epochs=1, wikitext_splits=("validation[:1500]",), glue_tasks=(), min_count=3,
+                        glove_epochs=10),
+        attention_cost={"seq_lens": [256, 512, 1024, 2048], "batch": 1, "heads": 4, "head_dim": 32, "repeats": 5},
+        tokenizers={"wordpiece_vocab": 4000, "bpe_vocab": 4000, "min_frequency": 2},
+        pretraining={"mlm_steps": 40, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10,
+                     "eval_blocks": 32, "corpus_lines": 1500,
+                     "transfer_inits": ["random init", "MLM"],
+                     "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
+                     "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2,
+                     "clm_embd": 64, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 20, "clm_eval_iters": 4,
+                     "wiki_steps": 80, "final_eval_iters": 8, "sample_chars": 80,
+                     "kv_layers": 2, "kv_embd": 64, "kv_block": 128, "gen_lengths": [16, 32, 64], "gen_repeats": 1},
+        finetune_tasks={
+            "_default": {"max_train_samples": 256, "num_epochs": 2, "learning_rate": 1e-4, "max_length": 64,
+                         "batch_size": 16, "max_eval_samples": 128, "warmup_ratio": 0.1},
+        },
+        experiments={"tasks": ("sst2", "mrpc", "stsb"), "ablation_train": 64, "ablation_epochs": 1,
+                     "ablation_eval": 64, "ablation_configs": ("baseline", "no weight decay", "FGM ε=1"),
+                     "speed_train": 64, "speed_eval": 32,
+                     "peft_tasks": ("sst2",), "peft_methods": ("full", "bitfit", "lora", "adapter", "prompt"),
+                     "peft_train": 96, "peft_eval": 64, "peft_epochs": 1,
+                     "fewshot_pool": 256, "fewshot_eval": 128, "fewshot_ks": (8, 16), "fewshot_seeds": (0, 1),
+                     "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_epochs": 3},
     ),
     "cpu": Profile(
         name="cpu",
         description="Laptop CPU: meaningful numbers in minutes per experiment",
-        max_train_samples=8000,
-        max_eval_samples=None,
-        finetune_model="minilm-l6",
-        num_epochs=3,
-        batch_size=32,
-        eval_batch_size=128,
-        learning_rate=5e-5,
-        max_length=128,
-        hidden_size=256,
-        num_layers=4,
-        num_heads=4,
-        block_size=128,
-        max_steps=2000,
-        embedding_dim=100,
-        embedding_epochs=5,
+        max_train_samples=8000, max_eval_samples=None, finetune_model="minilm-l6", num_epochs=3, batch_size=32,
+        eval_batch_size=128, learning_rate=5e-5, max_length=128,
+        hidden_size=256, num_layers=4, num_heads=4, block_size=128, max_steps=2000,
+        # all of wikitext-2 here (validation + test) plus GLUE training sentences, ~0.95M tokens
+        embeddings=dict(dim=100, epochs=5, wikitext_splits=("validation", "test"), glue_tasks=_GLUE_TEXT_TASKS,
+                        min_count=5, glove_epochs=15),
+        attention_cost={"seq_lens": [128, 256, 512, 1024, 2048, 4096], "batch": 1, "heads": 8, "head_dim": 64,
+                        "repeats": 3},
+        tokenizers={"wordpiece_vocab": 8000, "bpe_vocab": 8000, "min_frequency": 2},
+        pretraining={"mlm_steps": 400, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100,
+                     "eval_blocks": 128, "corpus_lines": None,
+                     "transfer_inits": ["random init", "MLM", "MLM+NSP"],
+                     # a small-data regime (where pretraining should matter most), a couple of minutes per run
+                     "transfer_overrides": {"max_train_samples": 8000, "num_epochs": 3},
+                     # nanoGPT's "I only have a macbook" recipe
+                     "clm_steps": 2000, "clm_batch": 12, "clm_block": 64, "clm_layers": 4, "clm_heads": 4,
+                     "clm_embd": 128, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
+                     "clm_eval_iters": 20, "wiki_steps": 1000, "final_eval_iters": 100, "sample_chars": 300,
+                     "kv_layers": 4, "kv_embd": 256, "kv_block": 512, "gen_lengths": [32, 64, 128, 256, 448],
+                     "gen_repeats": 2},
+        # a few minutes per task on 2 uncontended cores (bf16); tasks with long pairs get fewer epochs
+        finetune_tasks={
+            "_default": {"max_train_samples": 4000, "num_epochs": 2, "learning_rate": 5e-5, "max_length": 128,
+                         "batch_size": 32, "warmup_ratio": 0.1},
+            "cola": {"max_train_samples": None, "num_epochs": 2, "max_length": 64, "learning_rate": 5e-5},
+            "sst2": {"max_train_samples": None, "num_epochs": 1, "max_length": 64},  # all 67k: ~8 min
+            "mrpc": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 8e-5},
+            "stsb": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 8e-5},
+            "rte": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 5e-5},
+            "wnli": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 2e-5},
+        },
+        experiments={"tasks": ("cola", "sst2", "mrpc", "stsb", "rte", "wnli"), "ablation_train": 2000,
+                     "ablation_epochs": 3, "ablation_eval": None, "ablation_configs": _ALL_ABLATIONS,
+                     "speed_train": 1000, "speed_eval": 256,
+                     "peft_tasks": ("sst2", "mrpc"), "peft_methods": _ALL_PEFT,
+                     "peft_train": 3000, "peft_eval": None, "peft_epochs": 3,
+                     "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
+                     "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
+                     "fewshot_ft_epochs": 10},
     ),
     "gpu": Profile(
         name="gpu",
         description="GPU: full data and the published recipes (3 epochs, lr 2e-5, batch 32, max length 128)",
-        max_train_samples=None,
-        max_eval_samples=None,
-        finetune_model="bert-base-uncased",
-        num_epochs=3,
-        batch_size=32,
-        eval_batch_size=256,
-        learning_rate=2e-5,
-        max_length=128,
-        hidden_size=768,
-        num_layers=12,
-        num_heads=12,
-        block_size=512,
-        max_steps=100_000,
-        embedding_dim=300,
-        embedding_epochs=5,
+        max_train_samples=None, max_eval_samples=None, finetune_model="bert-base-uncased", num_epochs=3,
+        batch_size=32, eval_batch_size=256, learning_rate=2e-5, max_length=128,
+        hidden_size=768, num_layers=12, num_heads=12, block_size=512, max_steps=100_000,
+        embeddings=dict(dim=300, epochs=5, wikitext_splits=("validation", "test"),
+                        glue_tasks=(*_GLUE_TEXT_TASKS, "sst2"), min_count=5, glove_epochs=50, batch_size=16384),
+        attention_cost={"seq_lens": [512, 1024, 2048, 4096, 8192, 16384], "batch": 4, "heads": 16, "head_dim": 64,
+                        "repeats": 5},
+        tokenizers={"wordpiece_vocab": 30522, "bpe_vocab": 32000, "min_frequency": 2},
+        pretraining={"mlm_steps": 20000, "mlm_batch": 128, "mlm_lr": 5e-4, "warmup": 1000, "eval_every": 1000,
+                     "eval_blocks": 512, "corpus_lines": None,
+                     "transfer_inits": ["random init", "MLM", "MLM+NSP"], "transfer_overrides": {},
+                     "clm_steps": 5000, "clm_batch": 64, "clm_block": 256, "clm_layers": 6, "clm_heads": 6,
+                     "clm_embd": 384, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
+                     "clm_eval_iters": 200, "wiki_steps": 5000, "final_eval_iters": 200, "sample_chars": 500,
+                     "kv_layers": 12, "kv_embd": 768, "kv_block": 1024, "gen_lengths": [64, 128, 256, 512, 960],
+                     "gen_repeats": 3},
+        finetune_tasks={
+            "_default": {"max_train_samples": None, "num_epochs": 3, "learning_rate": 2e-5, "max_length": 128,
+                         "batch_size": 32, "warmup_ratio": 0.0},
+        },
+        experiments={"tasks": ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"),
+                     "ablation_train": None, "ablation_epochs": 3, "ablation_eval": None,
+                     "ablation_configs": _ALL_ABLATIONS, "speed_train": 20000, "speed_eval": None,
+                     "peft_tasks": ("sst2", "mrpc"), "peft_methods": _ALL_PEFT,
+                     "peft_train": None, "peft_eval": None, "peft_epochs": 3,
+                     "fewshot_pool": None, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
+                     "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64),
+                     "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_epochs": 10},
     ),
 }
 

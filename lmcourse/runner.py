@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lmcourse.errors import LmcourseError, SpecError
+from lmcourse.errors import ArgumentError, LmcourseError
+from lmcourse.paths import NOTEBOOKS_DIR, REPO_ROOT
 from lmcourse.profiles import PROFILE_ENV, resolve_profile_name
 from lmcourse.tracking import METRICS_FILE, RUN_DIR_ENV, write_json_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
 
 
@@ -123,10 +122,10 @@ def run_notebook(
     params = dict(parameters or {})
     declared = notebook_parameters(nb)
     if "profile" not in declared:
-        raise SpecError(f"{nb.name} has no 'profile' parameter in a cell tagged 'parameters'")
+        raise ArgumentError(f"{nb.name} has no 'profile' parameter in a cell tagged 'parameters'")
     unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise SpecError(f"{nb.name} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
+        raise ArgumentError(f"{nb.name} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
     if "profile" in params and profile is None:
         profile = params.pop("profile")
     params["profile"] = resolve_profile_name(profile)

@@ -1,12 +1,22 @@
-"""Seeding, device choice and CPU threads: the three things that make a run reproducible and fast."""
+"""Seeding and a description of the machine (CPU, cores, device): what makes a run reproducible and its
+timings interpretable. Which device and how many threads a run uses is decided once, by
+:func:`lmcourse.context.resolve_context` (:func:`~lmcourse.context.resolve_device`,
+:func:`~lmcourse.context.resolve_threads`)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import random
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+CPUINFO = "/proc/cpuinfo"
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
@@ -21,21 +31,6 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def choose_device(preferred: str | None = None) -> str:
-    """``preferred`` if given (or ``$LMCOURSE_DEVICE``), else cuda → mps → cpu."""
-    import torch
-
-    preferred = preferred or os.environ.get("LMCOURSE_DEVICE")
-    if preferred:
-        return preferred
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def physical_cores() -> int:
     """Cores usable by this process (respects CPU affinity / container limits)."""
     try:
@@ -44,42 +39,55 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
-def set_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads (default ``$LMCOURSE_THREADS`` or all usable cores); returns it."""
-    import torch
-
-    env = os.environ.get("LMCOURSE_THREADS")
-    n = threads or (int(env) if env else physical_cores())
-    torch.set_num_threads(max(1, n))
-    return torch.get_num_threads()
+@lru_cache(maxsize=4)
+def cpuinfo(path: str = CPUINFO) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    info: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    if info:
+                        break  # the end of the first processor's block
+                    continue
+                key, sep, value = line.partition(":")
+                if sep:
+                    info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
 
 
 def cpu_model() -> str:
     """A human-readable CPU name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def hardware_info() -> dict[str, object]:
-    """CPU model, cores, threads, device and GPU name: recorded with every measured result."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx512_bf16``, ``amx_bf16``, ...) from ``/proc/cpuinfo``; empty elsewhere."""
+    return set(cpuinfo().get("flags", "").split())
+
+
+def hardware_info(device: str | torch.device | None = None) -> dict[str, object]:
+    """CPU model, cores, threads, device and GPU name: recorded with every measured result.
+
+    ``device``: the run's device (a context's ``ctx.device``); default
+    :func:`lmcourse.context.resolve_device` (``$LMCOURSE_DEVICE``, else the GPU, else the CPU).
+    """
     import torch
 
-    device = choose_device()
-    info: dict[str, object] = {
+    from lmcourse.context import resolve_device
+
+    dev = torch.device(device) if device is not None else resolve_device()
+    gpu = torch.cuda.get_device_name(dev if dev.type == "cuda" else 0) if torch.cuda.is_available() else None
+    return {
         "cpu_model": cpu_model(),
         "cpu_cores": physical_cores(),
         "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": str(dev),
+        "gpu": gpu,
         "platform": platform.platform(),
     }
-    return info
 
 
 def library_versions() -> dict[str, str]:

@@ -22,24 +22,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import SpecError
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT_EOS = "<|endoftext|>"
-
-# vocabulary sizes per profile (bert-base-uncased has 30 522, GPT-2 50 257)
-SIZES: dict[str, dict[str, int]] = {
-    "smoke": {"wordpiece_vocab": 4000, "bpe_vocab": 4000, "min_frequency": 2},
-    "cpu": {"wordpiece_vocab": 8000, "bpe_vocab": 8000, "min_frequency": 2},
-    "gpu": {"wordpiece_vocab": 30522, "bpe_vocab": 32000, "min_frequency": 2},
-}
-
-
-def tokenizer_sizes(profile: str) -> dict[str, int]:
-    """Vocabulary sizes for a profile name (``smoke``, ``cpu``, ``gpu``)."""
-    if profile not in SIZES:
-        raise UnknownNameError(f"no tokenizer sizes for profile {profile!r}; known: {sorted(SIZES)}")
-    return dict(SIZES[profile])
+# vocabulary sizes per profile live in lmcourse.profiles (``profile.tokenizers``: bert-base-uncased has
+# 30 522 entries, GPT-2 50 257)
 
 
 # ------------------------------------------------------------------------------------------ corpora

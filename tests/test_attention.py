@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lmcourse import attention as A
+from lmcourse.context import resolve_context
 from lmcourse.errors import SpecError, UnknownNameError
 
 TOL = {"atol": 1e-6, "rtol": 0.0}
@@ -199,15 +200,43 @@ def test_peak_activation_bytes_sees_score_matrix():
     assert A.peak_activation_bytes(lambda: torch.zeros(1000)) == 4000
 
 
+def _ctx(device: str = "cpu"):
+    return resolve_context("smoke", device="cpu", bf16=False, threads=2).with_changes(device=device)
+
+
 def test_measure_attention_cost_and_slope():
-    rows = A.measure_attention_cost([64, 128], heads=2, head_dim=8, repeats=1, progress=False)
+    rows = A.measure_attention_cost([64, 128], _ctx(), heads=2, head_dim=8, repeats=1, progress=False)
     assert {(r["impl"], r["seq_len"]) for r in rows} == {("ours", 64), ("ours", 128), ("sdpa", 64), ("sdpa", 128)}
     ours = [r["peak_bytes"] for r in rows if r["impl"] == "ours"]
     assert 3.5 < ours[1] / ours[0] < 4.5  # quadratic memory
+    assert {r["device"] for r in rows} == {"cpu"}
     x = [1, 2, 4, 8]
     assert math.isclose(A.loglog_slope(x, [3 * t**2 for t in x]), 2.0, rel_tol=1e-9)
-    assert A.cost_sizes("smoke")["seq_lens"]
     with pytest.raises(UnknownNameError):
-        A.cost_sizes("laptop")
-    with pytest.raises(UnknownNameError):
-        A.measure_attention_cost([8], impls=["flash3"], progress=False)
+        A.measure_attention_cost([8], _ctx(), impls=["flash3"], progress=False)
+
+
+def test_measure_attention_cost_runs_on_the_context_device():
+    """``meta`` tensors have shapes but no data: attention on them is free, so the measurement runs; its
+    rows report the device the inputs were on. Computing on the CPU despite the context would say "cpu"."""
+    rows = A.measure_attention_cost([32, 64], _ctx("meta"), heads=2, head_dim=8, repeats=1, progress=False)
+    assert len(rows) == 4 and {r["device"] for r in rows} == {"meta"}
+
+
+def test_measure_attention_cost_waits_for_the_device(monkeypatch):
+    """GPU kernels are asynchronous: every timing must synchronize the context's device."""
+    calls = []
+    monkeypatch.setattr(A, "synchronize", calls.append)
+    A.measure_attention_cost([16], _ctx("meta"), heads=1, head_dim=4, repeats=2, impls=["ours"], progress=False)
+    assert len(calls) == 3 and {str(d) for d in calls} == {"meta"}  # warm-up + one per repeat
+
+
+def test_attention_cost_sizes_come_from_the_profile():
+    from lmcourse.profiles import PROFILES
+
+    for prof in PROFILES.values():
+        sizes = prof.attention_cost
+        assert set(sizes) == {"seq_lens", "batch", "heads", "head_dim", "repeats"}
+        assert list(sizes["seq_lens"]) == sorted(sizes["seq_lens"])
+    rows = A.measure_attention_cost(ctx=_ctx("meta"), progress=False, **PROFILES["smoke"].attention_cost)
+    assert [r["seq_len"] for r in rows if r["impl"] == "ours"] == PROFILES["smoke"].attention_cost["seq_lens"]

@@ -11,16 +11,21 @@ from conftest import GOOD_SPEC
 from conftest import write_spec as _spec
 from lmcourse.bench import (
     RESULT_COLUMNS,
+    find_results,
     find_spec,
     leaderboard,
+    load_reference_entries,
+    load_references,
     load_results,
     load_spec,
     make_run_id,
+    result_row,
     run_spec,
+    select_runs,
     validate_results,
 )
 from lmcourse.cli import main as cli_main
-from lmcourse.errors import LmcourseError, SpecError
+from lmcourse.errors import ArgumentError, LmcourseError, SpecError
 
 
 def test_spec_expands_the_matrix(bench_dir):
@@ -93,6 +98,55 @@ def test_sweep_resume_failure_and_aggregation(bench_dir, capsys):
     assert again.failed == [failed_dir.name]
     assert len(list((runs / "fake" / "history").glob("results-*.csv"))) == 2
     assert "regression" not in (runs / "fake" / "leaderboard.md").read_text().split("|---|")[-1]
+
+
+def test_only_matching_nothing_is_an_argument_error_not_a_spec_error(bench_dir, capsys):
+    spec_path = _spec(bench_dir, GOOD_SPEC)
+    spec = load_spec(spec_path)
+    with pytest.raises(ArgumentError, match=r"--only 'qqp' matches none of the 5 runs of 'fake'") as err:
+        select_runs(spec, "qqp")
+    assert not isinstance(err.value, SpecError)
+    with pytest.raises(ArgumentError):
+        run_spec(spec, runs_dir=bench_dir / "runs", only="*qqp*", progress=False)
+    assert not (bench_dir / "runs").exists()
+    assert cli_main(["bench", str(spec_path), "--only", "qqp", "--runs-dir", str(bench_dir / "runs")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("lmcourse: error: --only 'qqp' matches none")
+    assert cli_main(["bench", str(spec_path), "--address", "auto", "--dry-run"]) == 2
+    assert "--address only applies to --backend ray" in capsys.readouterr().err
+
+
+def test_find_results_only_finds_and_says_what_to_run(bench_dir):
+    runs = bench_dir / "runs"
+    with pytest.raises(LmcourseError, match=r"no benchmark results under .*runs.*`lmcourse bench smoke --runs-dir "):
+        find_results(runs_dir=runs)
+    assert not runs.exists()  # it looked, it ran nothing
+    with pytest.raises(LmcourseError, match=r"no benchmark results at 'nope'"):
+        find_results("nope", runs_dir=runs)
+    for name in ("smoke", "cpu"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.csv").write_text("bench\n")
+    assert find_results(runs_dir=runs) == runs / "cpu" / "results.csv"  # gpu, cpu, smoke: the first that exists
+    assert find_results(runs_dir=runs, prefer=("smoke",)) == runs / "smoke" / "results.csv"
+    assert find_results("smoke", runs_dir=runs) == runs / "smoke" / "results.csv"
+    assert find_results(runs / "smoke") == runs / "smoke" / "results.csv"
+
+
+def test_mnli_matched_and_mismatched_are_averaged(tmp_path):
+    summary = {"bench": "b", "run_id": "r", "status": "completed", "notebook": "07.ipynb", "profile": "cpu",
+               "wall_time_s": 1.0, "parameters": {"task": "mnli", "model": "m", "seed": 0},
+               "metrics": {"mnli/accuracy": 0.80, "mnli_mismatched/accuracy": 0.70}}
+    row = result_row(summary)
+    assert row["accuracy"] == 0.80 and row["score"] == pytest.approx(0.75)
+    refs = tmp_path / "refs.yaml"
+    refs.write_text("models:\n  org/m:\n    source: a paper\n    tasks:\n      mnli: {accuracy: 0.84}\n"
+                    "      mnli_mismatched: {accuracy: 0.82}\n      mrpc: {f1: 0.9, accuracy: 0.8}\n")
+    assert load_references(refs) == {"org/m": {"mnli": pytest.approx(0.83), "mrpc": pytest.approx(0.85)}}
+    entries = load_reference_entries(refs)
+    assert entries["org/m"]["source"] == "a paper" and entries["org/m"]["tasks"]["mrpc"] == {"f1": 0.9, "accuracy": 0.8}
+    shipped = load_references()
+    assert "mnli_mismatched" not in shipped["google-bert/bert-base-cased"]
+    assert shipped["minilm-l6"] == shipped["nreimers/MiniLM-L6-H384-uncased"]
 
 
 def test_regressions_against_previous_results_are_flagged():

@@ -10,7 +10,7 @@ import ray  # the optional `cluster` extra; pinned in requirements.txt so CI alw
 
 from conftest import GOOD_SPEC, write_spec
 from lmcourse.bench import FORWARDED_ENV, load_results, make_executor, run_spec
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -61,5 +61,5 @@ def test_smoke_spec_on_ray_equals_local(ray_cluster, smoke_bench_local, tmp_path
 def test_backend_errors():
     with pytest.raises(UnknownNameError, match="unknown backend 'slurm'"):
         make_executor("slurm")
-    with pytest.raises(SpecError, match="--address only applies"):
+    with pytest.raises(ArgumentError, match="--address only applies"):
         make_executor("local", address="auto")

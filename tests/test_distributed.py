@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lmcourse import distributed as dist
-from lmcourse.errors import SpecError
-from lmcourse.launch import run
+from lmcourse.cli import main as run
+from lmcourse.errors import ArgumentError
 
 TINY = ["--steps", "6", "--global-batch", "8", "--block-size", "32", "--n-layer", "2", "--n-head", "2",
         "--n-embd", "32", "--threads", "1", "--seed", "3"]
@@ -33,14 +33,14 @@ def _free_port() -> int:
 def test_batch_arithmetic_and_sharding():
     assert dist.global_batch_size(4, 2, 3) == 24
     assert dist.per_device_batch_size(24, 2, 3) == 4
-    with pytest.raises(SpecError, match="not divisible"):
+    with pytest.raises(ArgumentError, match="not divisible"):
         dist.per_device_batch_size(10, 2, 2)
     batch = {"input_ids": torch.arange(24).reshape(8, 3), "targets": torch.arange(8)}
     shards = [dist.shard_batch(batch, r, 2) for r in range(2)]
     torch.testing.assert_close(torch.cat([s["input_ids"] for s in shards]), batch["input_ids"])
     micro = dist.micro_batches(shards[1], 2)
     assert [m["targets"].tolist() for m in micro] == [[4, 5], [6, 7]]
-    with pytest.raises(SpecError, match="cannot be split evenly"):
+    with pytest.raises(ArgumentError, match="cannot be split evenly"):
         dist.shard_batch(batch, 0, 3)
     assert dist.world_size() == 1 and dist.is_main_process()
     assert dist.reduce_stats({"loss": 2.0}) == {"loss": 2.0}
@@ -80,7 +80,7 @@ def test_notebook_launcher_trains_like_torchrun(tmp_path):
     assert run(["pretrain", *TINY, "--out", str(tmp_path / "one")]) == 0
     script = (
         "from lmcourse.distributed import launch_in_notebook\n"
-        "from lmcourse.launch import run\n"
+        "from lmcourse.cli import main as run\n"
         f"launch_in_notebook(run, (['pretrain', *{TINY!r}, '--out', {str(tmp_path / 'two')!r}],), num_processes=2)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

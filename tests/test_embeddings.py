@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lmcourse import embeddings as E
+from lmcourse.context import resolve_context
 from lmcourse.errors import LmcourseError, SpecError, UnknownNameError
 
 TOY = [
@@ -19,6 +20,10 @@ TOY = [
     ["a", "cat", "and", "a", "dog"],
     ["the", "end"],
 ]
+
+
+def _ctx(seed: int = 0):
+    return resolve_context("smoke", seed=seed, device="cpu", bf16=False, threads=2)
 
 
 def _zipf_corpus(seed: int = 0, n_sent: int = 300) -> list[list[str]]:
@@ -82,19 +87,23 @@ def test_empty_corpus_and_bad_arguments():
         E.to_keyed_vectors(["a", "b"], np.zeros((3, 4)))
 
 
-def test_sizes_per_profile():
-    from lmcourse.profiles import get_profile
+def test_sizes_come_from_the_profile_table():
+    from lmcourse.profiles import PROFILES, get_profile
 
-    for name in ("smoke", "cpu", "gpu"):
-        s = E.get_sizes(name)
-        assert s.dim == get_profile(name).embedding_dim and s.epochs == get_profile(name).embedding_epochs
-    assert E.get_sizes(get_profile("cpu")).dim == 100
+    for name, prof in PROFILES.items():
+        s = E.EmbeddingSizes.from_profile(name)
+        assert s == E.EmbeddingSizes(**prof.embeddings)
+        assert (s.dim, s.epochs) == (prof.embeddings["dim"], prof.embeddings["epochs"])
+    assert E.EmbeddingSizes.from_profile(get_profile("cpu")).dim == 100
+    assert E.EmbeddingSizes.from_profile(get_profile("smoke")) == E.EmbeddingSizes.from_profile("smoke")
     with pytest.raises(UnknownNameError, match="profile"):
-        E.get_sizes("huge")
+        E.EmbeddingSizes.from_profile("huge")
+    with pytest.raises(SpecError, match="unknown word-embedding size"):
+        E.EmbeddingSizes.from_profile(get_profile("smoke").with_overrides(embeddings={"dim": 8, "epoch": 1}))
 
 
 def test_load_sentences_smoke_slice():
-    sents = E.load_sentences(E.get_sizes("smoke"))
+    sents = E.load_sentences(E.EmbeddingSizes.from_profile("smoke"))
     assert 500 < len(sents) < 1500 and all(len(s) > 1 for s in sents)
     assert all(t == t.lower() for s in sents[:50] for t in s)
 
@@ -212,18 +221,79 @@ def test_sgns_sgd_step_equals_autograd_sgd():
     torch.testing.assert_close(w_out, (a_out - lr * a_out.grad).detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_sgns_training_decreases_loss_and_is_reproducible():
-    corpus = _zipf_corpus(n_sent=200)
+def _toy_training_data(n_sent: int = 200):
+    corpus = _zipf_corpus(n_sent=n_sent)
     vocab = E.build_vocab(corpus, min_count=1)
-    enc = E.encode_corpus(corpus, vocab)
-    r = E.train_sgns(enc, vocab, dim=16, window=3, epochs=4, batch_size=256, lr=0.05, progress=False)
+    return corpus, vocab, E.encode_corpus(corpus, vocab)
+
+
+def test_sgns_training_decreases_loss_and_is_reproducible():
+    _, vocab, enc = _toy_training_data()
+    r = E.train_sgns(enc, vocab, _ctx(), dim=16, window=3, epochs=4, batch_size=256, lr=0.05, progress=False)
     assert r.losses[-1] < r.losses[0] - 0.1
     assert np.isfinite(r.vectors).all() and r.vectors.shape == (len(vocab), 16)
     assert r.words_per_second > 0 and r.pairs > 0
-    r2 = E.train_sgns(enc, vocab, dim=16, window=3, epochs=4, batch_size=256, lr=0.05, progress=False)
+    r2 = E.train_sgns(enc, vocab, _ctx(), dim=16, window=3, epochs=4, batch_size=256, lr=0.05, progress=False)
     np.testing.assert_array_equal(r.vectors, r2.vectors)
     with pytest.raises(LmcourseError, match="empty"):
-        E.train_sgns(E.EncodedCorpus(np.zeros(0, np.int64), np.zeros(0, np.int64), 0), vocab, progress=False)
+        E.train_sgns(E.EncodedCorpus(np.zeros(0, np.int64), np.zeros(0, np.int64), 0), vocab, _ctx(), progress=False)
+
+
+def test_training_follows_the_context_seed_and_leaves_the_global_rng_alone():
+    """Same ctx seed: identical vectors; another seed: other vectors (a helper that ignored ctx.seed, e.g.
+    used a fixed seed, fails here); the caller's global torch RNG is not disturbed."""
+    _, vocab, enc = _toy_training_data(80)
+    co = E.cooccurrence(enc, len(vocab), window=3)
+
+    def runs(seed):
+        sgns = E.train_sgns(enc, vocab, _ctx(seed), dim=8, window=2, epochs=1, batch_size=128, progress=False)
+        glove = E.train_glove(co, _ctx(seed), dim=8, epochs=2, batch_size=256, progress=False)
+        return sgns.vectors, glove.vectors
+
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    s0, g0 = runs(0)
+    assert torch.equal(torch.get_rng_state(), state)  # seeded() forks the RNG instead of reseeding it
+    s0b, g0b = runs(0)
+    s1, g1 = runs(1)
+    np.testing.assert_array_equal(s0, s0b)
+    np.testing.assert_array_equal(g0, g0b)
+    assert not np.allclose(s0, s1) and not np.allclose(g0, g1)
+
+
+def test_initial_vectors_are_those_of_the_seeded_global_rng():
+    """The model is built under ``ctx.seeded()``: the numbers are those of ``torch.manual_seed(seed)``
+    followed by the model's init, as before the run context existed."""
+    _, vocab, enc = _toy_training_data(40)
+    for seed in (0, 5):
+        r = E.train_sgns(enc, vocab, _ctx(seed), dim=8, epochs=0, progress=False)  # no epoch: the init
+        torch.manual_seed(seed)
+        np.testing.assert_array_equal(r.vectors, E.SkipGramNS(len(vocab), 8, sparse=False).vectors())
+
+
+def test_training_computes_on_the_context_device():
+    """On a cpu context the vectors are computed there; on a ``meta`` context (tensors without data) the
+    model and batches land on ``meta`` and reading a loss fails. A helper that ignored ``ctx.device``
+    would silently train on the CPU and return vectors instead of raising."""
+    _, vocab, enc = _toy_training_data(40)
+    co = E.cooccurrence(enc, len(vocab), window=3)
+    cpu = _ctx()
+    assert E.train_sgns(enc, vocab, cpu, dim=8, epochs=1, progress=False).extra["device"] == "cpu"
+    assert E.train_glove(co, cpu, dim=8, epochs=1, progress=False).extra["device"] == "cpu"
+    meta = cpu.with_changes(device="meta")
+    with pytest.raises(RuntimeError, match="meta"):
+        E.train_sgns(enc, vocab, meta, dim=8, epochs=1, progress=False)
+    with pytest.raises(RuntimeError, match="meta"):
+        E.train_glove(co, meta, dim=8, epochs=1, progress=False)
+
+
+def test_gensim_takes_seed_and_workers_from_the_context():
+    corpus, _, _ = _toy_training_data(60)
+    ctx = _ctx(3).with_changes(threads=1)
+    model, res = E.train_gensim(corpus, ctx, dim=8, window=2, epochs=1, min_count=1)
+    assert model.seed == 3 and model.workers == 1 and res.extra["workers"] == 1
+    model2, _ = E.train_gensim(corpus, ctx, dim=8, window=2, epochs=1, min_count=1)
+    np.testing.assert_array_equal(model.wv.vectors, model2.wv.vectors)  # one worker: deterministic
 
 
 # ------------------------------------------------------------------------------------------- GloVe
@@ -265,7 +335,7 @@ def test_glove_training_decreases_loss():
     corpus = _zipf_corpus(n_sent=200)
     vocab = E.build_vocab(corpus, min_count=1)
     co = E.cooccurrence(E.encode_corpus(corpus, vocab), len(vocab), window=5)
-    r = E.train_glove(co, dim=16, epochs=15, batch_size=512, progress=False)
+    r = E.train_glove(co, _ctx(), dim=16, epochs=15, batch_size=512, progress=False)
     assert r.losses[-1] < 0.5 * r.losses[0]
     assert np.isfinite(r.vectors).all()
 

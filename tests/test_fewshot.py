@@ -6,10 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lmcourse.context import resolve_context
 from lmcourse.errors import SpecError
 from lmcourse.fewshot import PrototypeClassifier, encode_sentences, sample_k_per_class, zero_shot_predict
 
 TEXTS = ["a wonderful, moving film", "dull and far too long", "The cat sat on the mat.", "ok"]
+
+
+def _ctx(device: str = "cpu"):
+    return resolve_context("smoke", device="cpu", bf16=False, threads=2).with_changes(device=device)
 
 
 def test_embeddings_match_sentence_transformers():
@@ -17,7 +22,7 @@ def test_embeddings_match_sentence_transformers():
 
     from lmcourse.models import resolve
 
-    ours = encode_sentences(TEXTS)
+    ours = encode_sentences(TEXTS, _ctx())
     ref = SentenceTransformer(resolve("minilm-l6"), device="cpu").encode(TEXTS, convert_to_numpy=True)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
@@ -26,9 +31,22 @@ def test_embeddings_match_sentence_transformers():
 def test_zero_shot_sentiment_on_obvious_examples():
     texts = ["a wonderful, moving film", "a terrible, awful film"]
     descriptions = [["a bad movie", "terrible"], ["a good movie", "great"]]
-    pred, sims = zero_shot_predict(encode_sentences(texts), descriptions)
+    pred, sims = zero_shot_predict(encode_sentences(texts, _ctx()), descriptions, _ctx())
     assert sims.shape == (2, 2)
     assert list(pred) == [1, 0]
+
+
+def test_encoder_runs_on_the_context_device():
+    """On a ``meta`` context the encoder and the batches are ``meta`` tensors (no data), so reading the
+    embeddings back fails; an encoder that ignored ``ctx.device`` would return CPU embeddings instead. The
+    CPU copy of the encoder is not touched by that (one copy per device)."""
+    with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
+        encode_sentences(TEXTS[:2], _ctx("meta"))
+    with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
+        zero_shot_predict(np.ones((1, 384), dtype=np.float32), ["good", "bad"], _ctx("meta"))
+    again = encode_sentences(TEXTS[:2], _ctx())
+    assert again.dtype == np.float32 and np.isfinite(again).all()
+    np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-5)
 
 
 def test_prototype_classifier_vs_direct():

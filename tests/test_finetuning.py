@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from lmcourse.context import resolve_context
 from lmcourse.data import get_task, load_glue
-from lmcourse.errors import DataUnavailableError, SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, DataUnavailableError, UnknownNameError
 from lmcourse.finetuning import FGM, ThroughputCallback, finetune, majority_baseline, metric_record, task_settings
 from lmcourse.metrics import compute_glue_metric
+
+SMOKE = resolve_context("smoke", seed=0, device="cpu", bf16=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ FAST = {"max_train_samples": 48, "max_eval_samples": 40, "num_epochs": 1, "batch
 @pytest.mark.parametrize("task", ["sst2", "mrpc", "stsb"])
 def test_finetune_tiny(task, tiny_bert, tmp_path):
     spec = get_task(task)
-    res = finetune(task, tiny_bert, profile="smoke", output_dir=tmp_path, **FAST)
+    res = finetune(task, tiny_bert, ctx=SMOKE, output_dir=tmp_path, **FAST)
     assert list(res.metrics) == list(spec.eval_splits)
     m = res.metrics["validation"]
     preds = res.predictions["validation"]
@@ -68,6 +71,9 @@ def test_finetune_tiny(task, tiny_bert, tmp_path):
     assert res.trainable_params == sum(p.numel() for p in torch.nn.Module.parameters(_reload(best, task)))
     rec = metric_record(res)
     assert f"{task}/{res.main_metric}" in rec and f"{task}/train_tokens_per_s" in rec and f"{task}/mfu" in rec
+    # training FLOPs are recorded: FLOPs per token of the encoder times the padded tokens it computed
+    fpt = res.throughput["flops_per_token"]
+    assert rec[f"{task}/train_flops"] == pytest.approx(fpt * res.throughput["train_padded_tokens"]) and fpt > 0
     # predictions line up with the examples they belong to (group_by_length must not reorder eval):
     # rerun the saved model on each eval example alone, in dataset order
     assert np.array_equal(preds.labels, np.asarray(preds.examples["label"], dtype=preds.labels.dtype))
@@ -82,7 +88,7 @@ def test_finetune_tiny(task, tiny_bert, tmp_path):
 def test_finetune_without_saving(tiny_bert, tmp_path):
     """save_model=False keeps nothing of the run on disk (notebooks run many fine-tunings)."""
     fresh = tmp_path / "run"
-    res = finetune("sst2", tiny_bert, profile="smoke", output_dir=fresh, save_model=False, **FAST)
+    res = finetune("sst2", tiny_bert, ctx=SMOKE, output_dir=fresh, save_model=False, **FAST)
     assert res.best_checkpoint is None and not fresh.exists()
     assert 0 <= res.metrics["validation"]["accuracy"] <= 1
 
@@ -97,13 +103,24 @@ def test_errors(tiny_bert):
     with pytest.raises(UnknownNameError, match="known tasks"):
         finetune("sst3", tiny_bert)
     with pytest.raises(UnknownNameError, match="profile"):
-        finetune("sst2", tiny_bert, profile="huge")
+        finetune("sst2", tiny_bert, ctx=resolve_context("huge"))
     with pytest.raises(UnknownNameError, match="unknown model"):
-        finetune("sst2", "no-such-model", profile="smoke")
-    with pytest.raises(SpecError, match="hyperparameter"):
-        finetune("sst2", tiny_bert, profile="smoke", learning_rat=1e-3)
+        finetune("sst2", "no-such-model", ctx=SMOKE)
+    with pytest.raises(ArgumentError, match="hyperparameter"):
+        finetune("sst2", tiny_bert, ctx=SMOKE, learning_rat=1e-3)
     with pytest.raises(DataUnavailableError, match="qnli/train"):  # the mirror has no QNLI train split
-        finetune("qnli", tiny_bert, profile="smoke")
+        finetune("qnli", tiny_bert, ctx=SMOKE)
+    with pytest.raises(ArgumentError, match="device"):  # a device the run context names but the Trainer can't use
+        finetune("sst2", tiny_bert, ctx=SMOKE.with_changes(device="meta"), **FAST)
+
+
+def test_finetune_follows_the_context_seed(tiny_bert):
+    fast = {**FAST, "max_eval_samples": 16, "save_model": False}
+    a = finetune("sst2", tiny_bert, ctx=SMOKE, **fast).predictions["validation"].logits
+    b = finetune("sst2", tiny_bert, ctx=SMOKE, **fast).predictions["validation"].logits
+    c = finetune("sst2", tiny_bert, ctx=SMOKE.with_changes(seed=1), **fast).predictions["validation"].logits
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)  # another seed: another training subset, order and head init
 
 
 def test_task_settings_order():
@@ -117,8 +134,11 @@ def test_throughput_counts_exactly():
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     cb.count({"input_ids": torch.zeros_like(mask), "attention_mask": mask})
     cb.count({"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)})
-    assert (cb.tokens, cb.padded_tokens, cb.examples, cb.batches) == (9 + 6, 15 + 6, 5, 2)
-    assert cb.mean_padded_length == pytest.approx((15 * 5 + 6 * 3) / 21)
+    m = cb.meter
+    assert (m.tokens, m.padded_tokens, m.examples, m.batches) == (9 + 6, 15 + 6, 5, 2)
+    assert m.mean_padded_length == pytest.approx((15 * 5 + 6 * 3) / 21)
+    cb.count({"input_ids": torch.zeros(1, 4, dtype=torch.long)}, useful=False)  # FGM's second pass: work only
+    assert (m.tokens, m.padded_tokens, m.examples) == (15, 25, 5)
 
 
 def test_fgm_norm_and_restore():

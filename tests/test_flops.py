@@ -1,4 +1,4 @@
-"""lmcourse.flops: the per-component breakdown adds up to 6N + 12 L H Q T, and matches counted FLOPs."""
+"""lmcourse.measurement, FLOPs by formula: the breakdown adds up to 6N + 12 L H Q T and matches counted FLOPs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmcourse.flops import attention_flops_share, flops_breakdown, matmul_params, training_flops_per_token
+from lmcourse.measurement import attention_flops_share, flops_breakdown, matmul_params, training_flops_per_token
 from lmcourse.models.gpt import GPT, GPTConfig
 
 

@@ -112,7 +112,24 @@ def test_kv_cache_generation_is_identical_and_matches_hf():
     prompt = torch.randint(0, 97, (2, 5))
     rows = G.kv_cache_benchmark(model, prompt, [4, 12])
     assert all(r["identical"] for r in rows) and all(r["tokens/s with cache"] > 0 for r in rows)
+    assert {r["device"] for r in rows} == {"cpu"}
     ours = model.generate(prompt, 12, use_cache=True)
     ref = hf.generate(prompt, max_new_tokens=12, do_sample=False, pad_token_id=0,
                       attention_mask=torch.ones_like(prompt))
     assert torch.equal(ours, ref)
+
+
+def test_timed_generation_runs_on_the_model_device_and_waits_for_it(monkeypatch):
+    """A CPU prompt is moved to the model's device (``meta`` here: shapes without data, so no GPU is
+    needed; without the move the forward pass fails on mixed devices), and each timing synchronizes that
+    device."""
+    from lmcourse.models.gpt import GPT, GPTConfig
+
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    calls = []
+    monkeypatch.setattr(G, "synchronize", calls.append)
+    out, tps = G.time_generation(model, torch.zeros(2, 3, dtype=torch.long), 4, use_cache=True, repeats=2)
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 7) and tps > 0
+    assert len(calls) == 4 and {str(d) for d in calls} == {"meta"}  # before and after each timed run
+    assert G.model_device(model).type == "meta" and G.model_device(torch.nn.ReLU()).type == "cpu"

@@ -7,8 +7,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmcourse.errors import SpecError
-from lmcourse.flops import matmul_params
-from lmcourse.models.gpt import GPT, GPTConfig, KVCache, gpt_param_count, temperature_top_k_sampler
+from lmcourse.generation import make_sampler
+from lmcourse.measurement import matmul_params, model_flops_per_token, training_flops_per_token
+from lmcourse.models.gpt import GPT, GPTConfig, KVCache, gpt_param_count
 
 
 def _hf_tiny(n_layer: int = 2, n_head: int = 4, n_embd: int = 32, n_positions: int = 40, vocab: int = 97,
@@ -105,16 +106,39 @@ def test_sampling_hook_and_errors():
     model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
     idx = torch.zeros(2, 3, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
-    out1 = model.generate(idx, 5, sample_fn=temperature_top_k_sampler(1.0, top_k=1, generator=gen))
+    out1 = model.generate(idx, 5, sample_fn=make_sampler(temperature=1.0, top_k=1, generator=gen))
     assert torch.equal(out1, model.generate(idx, 5))  # top-1 sampling is greedy
-    out2 = model.generate(idx, 20, sample_fn=temperature_top_k_sampler(2.0, top_k=5, generator=gen))
+    out2 = model.generate(idx, 20, sample_fn=make_sampler(temperature=2.0, top_k=5, generator=gen))
     assert out2.shape == (2, 23) and int(out2.max()) < 30  # longer than block_size: context is cropped
+    seeded = [model.generate(idx, 20, sample_fn=make_sampler(temperature=2.0, top_k=5,
+                                                             generator=torch.Generator().manual_seed(0)))
+              for _ in range(2)]
+    assert torch.equal(*seeded)  # a seeded generator: the same samples
     with pytest.raises(SpecError):
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(SpecError):
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(SpecError):
-        temperature_top_k_sampler(0.0)
+        model.generate(idx, 1, sample_fn=make_sampler(temperature=0.0))
+
+
+def test_embedding_accessors_show_the_tie_to_flops_counting():
+    cfg = GPTConfig(vocab_size=97, block_size=40, n_layer=2, n_head=4, n_embd=32)
+    model = GPT(cfg)
+    assert model.get_input_embeddings() is model.transformer.wte
+    assert model.get_output_embeddings() is model.lm_head
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    # tied: the V x d matrix is multiplied on every token, so it is part of N (counted once)
+    n = matmul_params(model)
+    assert n >= cfg.vocab_size * cfg.n_embd
+    T = 16
+    assert model_flops_per_token(model, T) == training_flops_per_token(n, cfg.n_layer, cfg.n_head, cfg.head_dim, T)
+    # untied, the input embedding is only looked up: the accessors let the FLOPs formula leave it out
+    model.lm_head.weight = torch.nn.Parameter(model.transformer.wte.weight.detach().clone())
+    n_untied = matmul_params(model) - cfg.vocab_size * cfg.n_embd
+    assert n_untied == n
+    assert model_flops_per_token(model, T) == training_flops_per_token(n_untied, cfg.n_layer, cfg.n_head,
+                                                                       cfg.head_dim, T)
 
 
 def test_eos_stops_generation():
@@ -130,9 +154,7 @@ def test_training_step_reduces_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
     idx = torch.randint(0, 20, (4, 16))
-    groups = model.optimizer_groups(0.1)
-    assert sum(p.numel() for g in groups for p in g["params"]) == model.num_params()
-    opt = torch.optim.AdamW(groups, lr=1e-2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     losses = []
     for _ in range(20):
         loss = model(idx[:, :-1], targets=idx[:, 1:]).loss

@@ -10,8 +10,11 @@ import torch.nn.functional as F
 
 from lmcourse import pretraining as PT
 from lmcourse import tokenization as T
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.context import resolve_context
+from lmcourse.errors import ArgumentError
 from lmcourse.profiles import get_profile
+
+CTX = resolve_context("smoke", seed=0, device="cpu", bf16=False)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,7 @@ def test_pack_blocks_concatenates_and_cuts():
     blocks = PT.pack_blocks([list(range(i, i + 7)) for i in range(0, 700, 7)], 16)
     flat = [t for b in blocks for t in b]
     assert flat == list(range(len(flat))) and len(blocks) == 700 // 16
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         PT.pack_blocks(seqs, 0)
 
 
@@ -82,7 +85,7 @@ def test_nsp_pairs_true_and_random_next():
             assert doc_b == doc_a and (p.b[0] // 100) % 100 == (p.a[-1] // 100) % 100 + 1 and p.b[0] % 100 == 0
         else:
             assert doc_b != doc_a
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         PT.build_nsp_pairs(docs[:1], 24)
 
 
@@ -99,7 +102,7 @@ def test_nsp_features(tok):
 
 def _tiny(tok, nsp):
     prof = get_profile("smoke").with_overrides(hidden_size=32, num_layers=2, num_heads=2, block_size=32)
-    return PT.bert_for_pretraining(PT.bert_config(prof, tok), nsp=nsp, seed=0)
+    return PT.bert_for_pretraining(PT.bert_config(prof, tok), nsp=nsp, ctx=CTX)
 
 
 @pytest.mark.parametrize("nsp", [False, True])
@@ -114,16 +117,16 @@ def test_resume_continues_the_same_loss_curve(tok, tmp_path, nsp):
         feats = [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
     coll = PT.mlm_collator(tok)
     cfg = PT.TrainConfig(max_steps=8, lr=1e-3, warmup_steps=2, eval_every=4, save_every=4)
-    ev = PT.mlm_evaluator(feats[:16], coll)
-    straight = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg,
+    ev = PT.mlm_evaluator(feats[:16], coll, CTX)
+    straight = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll, CTX), PT.mlm_step_outputs, cfg, CTX,
                         evaluate=ev, progress=False)
-    first = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg, evaluate=ev,
+    first = PT.train(_tiny(tok, nsp), PT.BlockBatches(feats, 8, coll, CTX), PT.mlm_step_outputs, cfg, CTX, evaluate=ev,
                      output_dir=tmp_path, progress=False, stop_after=4)
     ck = PT.latest_checkpoint(tmp_path)
     assert ck.name == "checkpoint-4" and (ck / "model.safetensors").is_file() and len(first.history) == 4
     other = _tiny(tok, nsp)
     torch.manual_seed(999)  # the global RNG state must not matter
-    resumed = PT.train(other, PT.BlockBatches(feats, 8, coll), PT.mlm_step_outputs, cfg, evaluate=ev,
+    resumed = PT.train(other, PT.BlockBatches(feats, 8, coll, CTX), PT.mlm_step_outputs, cfg, CTX, evaluate=ev,
                        resume_from=ck, progress=False)
     a = [r["loss"] for r in straight.history]
     b = [r["loss"] for r in resumed.history]
@@ -152,13 +155,13 @@ def test_lr_schedule():
     cos0 = PT.TrainConfig(max_steps=110, warmup_steps=10, schedule="cosine")
     for s in range(10, 110, 7):
         assert cos0.lr_at(s) == pytest.approx(hf_cos.lr_lambdas[0](s), abs=1e-9)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         PT.TrainConfig(schedule="step").lr_at(50)
 
 
 def test_stream_batches_and_clm_eval():
     data = torch.arange(1000)
-    get = PT.StreamBatches(data, 16, 4, seed=3)
+    get = PT.StreamBatches(data, 16, 4, CTX.with_changes(seed=3))
     b = get(5)
     assert torch.equal(b["targets"], b["input_ids"] + 1) and b["input_ids"].shape == (4, 16)
     assert torch.equal(get(5)["input_ids"], b["input_ids"]) and not torch.equal(get(6)["input_ids"], b["input_ids"])
@@ -166,25 +169,69 @@ def test_stream_batches_and_clm_eval():
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16))
-    ev = PT.clm_evaluator(data, 16, 4, iters=2)(model)
+    ev = PT.clm_evaluator(data, 16, 4, iters=2, ctx=CTX)(model)
     assert ev["loss"] == pytest.approx(math.log(1000), rel=0.05) and ev["ppl"] == pytest.approx(math.exp(ev["loss"]))
 
 
 def test_flops_use_matmul_params(tok):
-    from lmcourse.flops import matmul_params
+    from lmcourse.measurement import matmul_params, model_flops_per_token
 
     m = _tiny(tok, nsp=False)
     n = matmul_params(m)
-    assert PT.model_flops_per_token(m, 32) == 6 * n + 12 * 2 * 2 * 16 * 32
+    assert model_flops_per_token(m, 32) == 6 * n + 12 * 2 * 2 * 16 * 32
     # the tied MLM decoder is the word embedding: counted once
     emb = m.bert.embeddings.word_embeddings.weight
     assert m.cls.predictions.decoder.weight is emb
 
 
-def test_sizes():
-    assert PT.pretraining_sizes("cpu")["clm_steps"] == 2000
-    with pytest.raises(UnknownNameError):
-        PT.pretraining_sizes("tpu")
+def test_train_and_evaluators_follow_the_context_seed(tok):
+    feats = [{"input_ids": b} for b in PT.bert_blocks(tok, T.corpus_lines(max_lines=600), 32)]
+    coll = PT.mlm_collator(tok)
+    cfg = PT.TrainConfig(max_steps=3, lr=1e-3, warmup_steps=1, eval_every=3)
+    batches = PT.BlockBatches(feats, 8, coll, CTX)  # the same batches: only the dropout seed differs below
+
+    def losses(ctx):
+        return [r["loss"] for r in PT.train(_tiny(tok, False), batches, PT.mlm_step_outputs, cfg, ctx,
+                                             progress=False).history]
+
+    assert losses(CTX) == losses(CTX)
+    assert losses(CTX) != losses(CTX.with_changes(seed=1))  # dropout of each step follows ctx.seed
+    b0, b1 = PT.BlockBatches(feats, 8, coll, CTX)(0), PT.BlockBatches(feats, 8, coll, CTX.with_changes(seed=1))(0)
+    assert not torch.equal(b0["input_ids"], b1["input_ids"])
+    model = _tiny(tok, False).eval()
+    e0 = PT.mlm_evaluator(feats[:16], coll, CTX)(model)
+    assert PT.mlm_evaluator(feats[:16], coll, CTX)(model) == e0
+    assert PT.mlm_evaluator(feats[:16], coll, CTX.with_changes(seed=1))(model) != e0  # other masks
+    data = torch.arange(1000)
+    assert not torch.equal(PT.StreamBatches(data, 16, 4, CTX)(0)["input_ids"],
+                           PT.StreamBatches(data, 16, 4, CTX.with_changes(seed=1))(0)["input_ids"])
+    # model init follows the seed and leaves the global RNG alone
+    state = torch.get_rng_state()
+
+    def w(c):
+        return PT.bert_for_pretraining(_tiny(tok, False).config, False, c).bert.embeddings.word_embeddings.weight
+
+    assert torch.equal(w(CTX), w(CTX)) and not torch.equal(w(CTX), w(CTX.with_changes(seed=1)))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_train_and_evaluators_compute_on_the_context_device(tok):
+    """No GPU in CI: the ``meta`` device stands in. A helper that ignored ``ctx.device`` would run on the CPU
+    and succeed; one that honours it moves model and batches to ``meta``, where reading a number fails."""
+    feats = [{"input_ids": b} for b in PT.bert_blocks(tok, T.corpus_lines(max_lines=300), 32)]
+    coll = PT.mlm_collator(tok)
+    meta = CTX.with_changes(device="meta")
+    cfg = PT.TrainConfig(max_steps=1, warmup_steps=1, fused_adamw=False)
+    model = _tiny(tok, False)
+    with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
+        PT.train(model, PT.BlockBatches(feats, 8, coll, CTX), PT.mlm_step_outputs, cfg, meta, progress=False)
+    assert next(model.parameters()).device.type == "meta"
+    for evaluator in (PT.mlm_evaluator(feats[:8], coll, meta),):
+        with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
+            evaluator(_tiny(tok, False))
+    res = PT.train(_tiny(tok, False), PT.BlockBatches(feats, 8, coll, CTX), PT.mlm_step_outputs, cfg, CTX,
+                   progress=False)
+    assert res.perf["device"] == "cpu" and res.perf["bf16"] is False
 
 
 def test_tokenize_segments_matches_the_tokenizer_sentence_by_sentence(tok):
@@ -201,7 +248,7 @@ def test_unigram_mlm_baseline_scores_token_frequencies(tok):
     train, held_out = blocks[4:], blocks[:4]
     coll = PT.mlm_collator(tok)
     base = PT.UnigramMLM(train, len(tok), exclude_ids=tok.all_special_ids)
-    got = PT.mlm_evaluator(held_out, coll, batch_size=2)(base)
+    got = PT.mlm_evaluator(held_out, coll, CTX, batch_size=2)(base)
     labels = torch.cat([PT.collate_seeded(coll, held_out[i:i + 2], 12345 + i)["labels"].flatten()
                         for i in range(0, 4, 2)])
     labels = labels[labels != -100]

@@ -11,8 +11,13 @@ from lmcourse.profiles import DEFAULT_PROFILE, PROFILE_ENV, PROFILES, get_profil
 def test_three_profiles_grow_from_smoke_to_gpu():
     assert set(PROFILES) == {"smoke", "cpu", "gpu"}
     smoke, cpu, gpu = PROFILES["smoke"], PROFILES["cpu"], PROFILES["gpu"]
-    for field in ("hidden_size", "num_layers", "block_size", "max_steps", "embedding_dim", "max_length"):
+    for field in ("hidden_size", "num_layers", "block_size", "max_steps", "max_length"):
         assert getattr(smoke, field) <= getattr(cpu, field) <= getattr(gpu, field), field
+    for section, key in [("embeddings", "dim"), ("tokenizers", "wordpiece_vocab"), ("tokenizers", "bpe_vocab")]:
+        values = [getattr(p, section)[key] for p in (smoke, cpu, gpu)]
+        assert values == sorted(values), (section, key)
+    assert max(smoke.attention_cost["seq_lens"]) <= max(cpu.attention_cost["seq_lens"]) \
+        <= max(gpu.attention_cost["seq_lens"])
     assert smoke.max_train_samples < cpu.max_train_samples and gpu.max_train_samples is None
     for p in PROFILES.values():
         assert p.hidden_size % p.num_heads == 0
@@ -40,3 +45,20 @@ def test_unknown_profile_and_field(monkeypatch):
     assert p.batch_size == 4 and PROFILES["smoke"].batch_size != 4
     with pytest.raises(UnknownNameError, match="unknown profile field"):
         PROFILES["smoke"].with_overrides(batchsize=4)
+
+
+def test_every_profile_has_every_chapter_section():
+    from lmcourse.profiles import SECTIONS
+
+    for p in PROFILES.values():
+        for name in SECTIONS:
+            section = p.section(name)
+            assert section, (p.name, name)
+            assert section == getattr(p, name) and section is not getattr(p, name)  # a copy
+        assert {"dim", "epochs", "wikitext_splits", "glue_tasks"} <= set(p.embeddings)
+        assert {"seq_lens", "batch", "heads", "head_dim", "repeats"} == set(p.attention_cost)
+        assert {"wordpiece_vocab", "bpe_vocab", "min_frequency"} == set(p.tokenizers)
+    for gone in ("embedding_dim", "embedding_epochs"):
+        assert not hasattr(PROFILES["cpu"], gone)
+    with pytest.raises(UnknownNameError, match="unknown profile section"):
+        PROFILES["cpu"].section("embedding")

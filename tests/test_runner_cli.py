@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from lmcourse.cli import main as cli_main
-from lmcourse.errors import LmcourseError, SpecError
+from lmcourse.errors import ArgumentError, LmcourseError
 from lmcourse.runner import find_notebook, list_notebooks, run_notebook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,13 +70,13 @@ def test_failing_notebook_keeps_output_and_exits_nonzero(tmp_path, capsys):
 
 
 def test_bad_parameters_fail_before_running(good_nb, tmp_path, capsys):
-    with pytest.raises(SpecError, match=r"no parameter\(s\) \['valu'\].*'value'"):
+    with pytest.raises(ArgumentError, match=r"no parameter\(s\) \['valu'\].*'value'"):
         run_notebook(good_nb, {"valu": 1}, runs_dir=tmp_path, progress=False)
     assert not (tmp_path / "10_good").exists()
     assert cli_main(["run", str(good_nb), "--profile", "laptop", "--runs-dir", str(tmp_path), "-q"]) == 2
     assert "unknown profile 'laptop'" in capsys.readouterr().err
     no_params = _notebook(tmp_path / "12_noparams.ipynb", "x = 1", parameters=None)
-    with pytest.raises(SpecError, match="no 'profile' parameter"):
+    with pytest.raises(ArgumentError, match="no 'profile' parameter"):
         run_notebook(no_params, runs_dir=tmp_path, progress=False)
     with pytest.raises(LmcourseError, match="not found; give a path or one of: 00_getting_started"):
         find_notebook("99")

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from lmcourse import tokenization as T
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import SpecError
 
 TOY = ("low low low low low lower lower newest newest newest newest newest newest widest widest widest "
        "ab ba ab ba cd dc aaaa aaa")
@@ -138,6 +138,9 @@ def test_char_tokenizer_and_sizes():
     assert ct.decode(ct.encode("low hole")) == "low hole" and ct.vocab_size == 8
     with pytest.raises(SpecError):
         ct.encode("xyz")
-    assert T.tokenizer_sizes("cpu")["wordpiece_vocab"] > 0
-    with pytest.raises(UnknownNameError):
-        T.tokenizer_sizes("huge")
+    from lmcourse.profiles import PROFILES
+
+    for prof in PROFILES.values():  # the vocabulary sizes live in the profile table
+        assert prof.tokenizers["wordpiece_vocab"] > 0 and prof.tokenizers["bpe_vocab"] > 0
+        assert prof.tokenizers["min_frequency"] >= 1
+    assert PROFILES["gpu"].tokenizers["wordpiece_vocab"] == 30522  # bert-base-uncased's

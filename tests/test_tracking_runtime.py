@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmcourse import tracking
-from lmcourse.runtime import choose_device, hardware_info, library_versions, seed_everything, set_cpu_threads
+from lmcourse import runtime, tracking
+from lmcourse.runtime import cpu_flags, cpu_model, cpuinfo, hardware_info, library_versions, seed_everything
 
 
 @pytest.fixture(autouse=True)
@@ -60,19 +60,27 @@ def test_seed_everything_fixes_torch_and_numpy():
     np.testing.assert_array_equal(a[1], b[1])
 
 
-def test_device_and_threads(monkeypatch):
+def test_hardware_info_reports_the_given_device(monkeypatch):
+    info = hardware_info(torch.device("cpu"))
+    assert {"cpu_model", "cpu_cores", "torch_threads", "device", "gpu", "platform"} <= set(info)
+    assert info["device"] == "cpu" and info["cpu_model"] == cpu_model()
+    assert hardware_info("meta")["device"] == "meta"
     monkeypatch.setenv("LMCOURSE_DEVICE", "cpu")
-    assert choose_device() == "cpu"
-    monkeypatch.delenv("LMCOURSE_DEVICE")
-    assert choose_device() == ("cuda" if torch.cuda.is_available() else choose_device())
-    before = torch.get_num_threads()
-    try:
-        assert set_cpu_threads(1) == 1
-        monkeypatch.setenv("LMCOURSE_THREADS", "2")
-        assert set_cpu_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-    info = hardware_info()
-    assert {"cpu_model", "cpu_cores", "torch_threads", "device", "gpu"} <= set(info)
+    assert hardware_info()["device"] == "cpu"  # default: lmcourse.context.resolve_device()
     versions = library_versions()
     assert versions["torch"].startswith("2.13") and versions["lmcourse"] != "not installed"
+    assert not hasattr(runtime, "choose_device") and not hasattr(runtime, "set_cpu_threads")
+
+
+def test_cpuinfo_is_parsed_once_for_model_and_flags(tmp_path):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Test CPU @ 2GHz\nflags\t\t: fpu avx2 amx_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    info = cpuinfo(str(fake))
+    assert info["model name"] == "Test CPU @ 2GHz" and info["flags"].split() == ["fpu", "avx2", "amx_bf16"]
+    assert cpuinfo(str(tmp_path / "missing")) == {}
+    assert isinstance(cpu_model(), str) and cpu_model()
+    flags = cpu_flags()
+    assert isinstance(flags, set)
+    if cpuinfo():  # Linux: the flags of this machine's CPU
+        assert flags == set(cpuinfo()["flags"].split()) and cpu_model() == cpuinfo()["model name"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmcourse.errors import DataUnavailableError, UnknownNameError
+from lmcourse.paths import REPO_ROOT
 
 
 def _minilm_l6_path() -> str:
@@ -27,7 +28,6 @@ def _minilm_l6_path() -> str:
     return str(path)
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 SCRATCH_BERT_DIR = REPO_ROOT / "checkpoints" / "bert-mlm-cpu"
 
 

@@ -214,6 +214,11 @@ class BertModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The word embedding (the Hugging Face accessor): the encoder only looks it up, so
+        :func:`lmcourse.measurement.model_flops_per_token` leaves it out of the matmul parameters."""
+        return self.embeddings.word_embeddings
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> BertOutput:
         """``input_ids (B, T)``; ``attention_mask (B, T)`` 1 = real token, 0 = padding (tokenizer output)."""

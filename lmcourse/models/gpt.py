@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.errors import SpecError
+from lmcourse.generation import greedy
 
 
 @dataclass
@@ -200,12 +201,14 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel() + self.transformer.wte.weight.numel()
         return n
 
-    def optimizer_groups(self, weight_decay: float = 0.1) -> list[dict[str, Any]]:
-        """Parameter groups for ``torch.optim.AdamW``: weight decay on matrices (Linear, Embedding) only,
-        not on biases and LayerNorm gains (nanoGPT/GPT-3 practice). Tied tensors appear once."""
-        params = list(self.parameters())
-        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding ``transformer.wte`` (the Hugging Face accessor, which
+        :func:`lmcourse.measurement.model_flops_per_token` uses to see the tied LM head)."""
+        return self.transformer.wte
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head, whose weight *is* the token embedding's (tied)."""
+        return self.lm_head
 
     def forward(self, idx: Tensor, targets: Tensor | None = None, kv_cache: KVCache | None = None,
                 use_cache: bool = False) -> GPTOutput:
@@ -235,12 +238,13 @@ class GPT(nn.Module):
         """Extend ``idx (B, T)`` by ``max_new_tokens`` tokens.
 
         ``sample_fn(logits (B, V)) -> (B,)`` picks the next token from the last position's logits; the
-        default is greedy argmax (same tokens as HF ``generate(do_sample=False)``). See
-        :func:`temperature_top_k_sampler` for sampling. With ``use_cache`` only the new token is fed at
-        each step; without it the whole (cropped) context is recomputed, which is what the cache saves.
+        default is greedy argmax (same tokens as HF ``generate(do_sample=False)``). For temperature, top-k
+        and top-p sampling pass :func:`lmcourse.generation.make_sampler`. With ``use_cache`` only the new
+        token is fed at each step; without it the whole (cropped) context is recomputed, which is what the
+        cache saves.
         Rows that produced ``eos_token_id`` keep emitting it.
         """
-        pick = sample_fn or (lambda logits: logits.argmax(dim=-1))
+        pick = sample_fn or greedy
         cache = None
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         step_input = idx
@@ -284,22 +288,6 @@ class GPT(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
-
-
-def temperature_top_k_sampler(temperature: float = 1.0, top_k: int | None = None,
-                              generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
-    """A ``sample_fn`` for :meth:`GPT.generate`: softmax(logits / temperature) restricted to the top k."""
-    if temperature <= 0:
-        raise SpecError("temperature must be > 0; use the default greedy sample_fn for temperature 0")
-
-    def sample(logits: Tensor) -> Tensor:
-        logits = logits / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).view(-1)
-
-    return sample
 
 
 def gpt_param_count(config: GPTConfig) -> int:

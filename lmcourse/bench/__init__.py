@@ -1,0 +1,104 @@
+"""The benchmark suite: a YAML spec of runs, executed with papermill, results kept as data.
+
+A spec is a matrix of notebook × model × task × seed × profile (plus any papermill parameter of the
+notebook). Every combination is one run, executed into ``runs/<bench>/<run-id>/`` (the output notebook
+and ``metrics.json``, see :mod:`lmcourse.runner`). Completed runs are skipped when the sweep is started
+again, so a rerun resumes it; a failing run keeps its output notebook, is marked ``failed`` and the sweep
+goes on. Afterwards the runs are aggregated into ``results.csv`` (one row a run) and ``leaderboard.md``
+(mean ± std over seeds per model × task, the GLUE score as GLUE defines it, published references from
+``data/references/glue_dev.yaml`` and the previous results of the same spec, with regressions flagged).
+
+Spec format (``data/bench/*.yaml``)::
+
+    name: smoke                      # runs go to runs/<name>/
+    description: two tiny runs for CI
+    notebook: 07_finetuning_glue     # default notebook of the matrix
+    matrix:                          # every combination of these lists is a run
+      model: [minilm-l6]
+      task: [sst2, mrpc]
+      seed: [0]
+      profile: [smoke]
+    parameters: {num_epochs: 1}      # the same papermill parameters for every run (optional)
+    include: []                      # extra single runs, as mappings of the axes above (optional)
+    exclude: []                      # partial mappings; a run matching one is dropped (optional)
+    tolerance: 0.02                  # a task score this much below the previous results is a regression
+    resources: {cpus: 2, gpus: 0}    # per run, for cluster backends (optional)
+
+The parts: :mod:`~lmcourse.bench.spec` (parse and validate a spec into planned runs),
+:mod:`~lmcourse.bench.executors` (run a sweep here or on Ray), :mod:`~lmcourse.bench.results` (the results
+table, the leaderboard and their files) and :mod:`~lmcourse.bench.report` (finding results to report on,
+published reference scores). The command is ``lmcourse bench`` (:mod:`lmcourse.cli`). Import from
+``lmcourse.bench``; the submodules are an implementation detail.
+"""
+
+from __future__ import annotations
+
+from lmcourse.bench.executors import (
+    FORWARDED_ENV,
+    MAX_SHIPPED_BYTES,
+    Executor,
+    SweepResult,
+    execute_run,
+    make_executor,
+    run_spec,
+    run_status,
+)
+from lmcourse.bench.report import find_results, load_reference_entries, load_references
+from lmcourse.bench.results import (
+    METRIC_NAMES,
+    PERF_NAMES,
+    REQUIRED_RESULT_COLUMNS,
+    RESULT_COLUMNS,
+    aggregate,
+    collect_results,
+    leaderboard,
+    leaderboard_markdown,
+    load_results,
+    result_row,
+    validate_results,
+)
+from lmcourse.bench.spec import (
+    AXES,
+    RESOURCE_KEYS,
+    SPEC_KEYS,
+    BenchSpec,
+    PlannedRun,
+    find_spec,
+    load_spec,
+    make_run_id,
+    select_runs,
+)
+
+__all__ = [
+    "AXES",
+    "FORWARDED_ENV",
+    "MAX_SHIPPED_BYTES",
+    "METRIC_NAMES",
+    "PERF_NAMES",
+    "REQUIRED_RESULT_COLUMNS",
+    "RESOURCE_KEYS",
+    "RESULT_COLUMNS",
+    "SPEC_KEYS",
+    "BenchSpec",
+    "Executor",
+    "PlannedRun",
+    "SweepResult",
+    "aggregate",
+    "collect_results",
+    "execute_run",
+    "find_results",
+    "find_spec",
+    "leaderboard",
+    "leaderboard_markdown",
+    "load_reference_entries",
+    "load_references",
+    "load_results",
+    "load_spec",
+    "make_executor",
+    "make_run_id",
+    "result_row",
+    "run_spec",
+    "run_status",
+    "select_runs",
+    "validate_results",
+]

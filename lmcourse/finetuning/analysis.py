@@ -1,0 +1,118 @@
+"""After training: error analysis, the majority baseline, the regularisation and speed ablations, FGM.
+
+The ablation tables name ``finetune()`` overrides; the notebooks run each row with several seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lmcourse.data import get_task
+from lmcourse.errors import LmcourseError
+from lmcourse.paths import SHIPPED_DATA_DIR
+
+if TYPE_CHECKING:
+    from lmcourse.finetuning.run import EvalPredictions
+
+#: The regularisation ablation: name -> finetune() overrides.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "no weight decay": {"weight_decay": 0.0},
+    "weight decay 0.1": {"weight_decay": 0.1},
+    "no dropout": {"dropout": 0.0},
+    "dropout 0.3": {"dropout": 0.3},
+    "early stopping (patience 1)": {"early_stopping_patience": 1},
+    "FGM ε=1": {"fgm_epsilon": 1.0},
+}
+
+#: The speed comparison: run_glue.py's plain recipe, then one optimisation added at a time.
+SPEED_CONFIGS: dict[str, dict[str, Any]] = {
+    "plain (pad to 128, fp32, random order)": {"pad_to_max_length": True, "group_by_length": False, "bf16": False},
+    "+ dynamic padding": {"pad_to_max_length": False, "group_by_length": False, "bf16": False},
+    "+ group_by_length": {"pad_to_max_length": False, "group_by_length": True, "bf16": False},
+    "+ bf16 autocast": {"pad_to_max_length": False, "group_by_length": True, "bf16": True},
+}
+
+
+def load_floors(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``data/finetune_floors.yaml``: per-profile, per-task metric floors asserted by notebook 07."""
+    import yaml
+
+    path = Path(path) if path is not None else SHIPPED_DATA_DIR / "finetune_floors.yaml"
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def most_confident_mistakes(pred: EvalPredictions, task: str, n: int = 10):
+    """The ``n`` wrong predictions the model was surest of (classification), or the largest errors
+    (regression), with their texts: where to look first in error analysis."""
+    import pandas as pd
+
+    spec = get_task(task)
+    ex = pred.examples
+    if spec.is_regression:
+        err = np.abs(pred.predictions - pred.labels)
+        order = np.argsort(-err)[:n]
+        rows = [{**{c: ex[int(i)][c] for c in spec.input_columns}, "label": float(pred.labels[i]),
+                 "predicted": float(pred.predictions[i]), "abs error": float(err[i])} for i in order]
+        return pd.DataFrame(rows)
+    probs = pred.probabilities
+    wrong = np.flatnonzero(pred.predictions != pred.labels)
+    conf = probs[wrong, pred.predictions[wrong]]
+    order = wrong[np.argsort(-conf)][:n]
+    names = spec.label_names
+    rows = [{**{c: ex[int(i)][c] for c in spec.input_columns}, "label": names[int(pred.labels[i])],
+             "predicted": names[int(pred.predictions[i])], "confidence": float(probs[i, pred.predictions[i]])}
+            for i in order]
+    return pd.DataFrame(rows)
+
+
+def majority_baseline(task: str, labels) -> dict[str, float]:
+    """The GLUE metric of always predicting the most frequent label of ``labels`` (regression: the mean)."""
+    from lmcourse.finetuning.trainer import task_metrics
+
+    spec = get_task(task)
+    labels = np.asarray(labels)
+    if spec.is_regression:  # a constant prediction has no correlation with anything: score 0 by definition
+        return {"pearson": 0.0, "spearmanr": 0.0, "combined_score": 0.0}
+    preds = np.full(len(labels), int(np.bincount(labels.astype(int)).argmax()))
+    return task_metrics(spec.name, preds, labels)
+
+
+class FGM:
+    """Fast Gradient Method on the word embeddings (Miyato et al. 2017, "Adversarial training methods
+    for semi-supervised text classification"): after the clean backward pass, move the embedding matrix
+    by ``r = ε g / ||g||`` (the direction that increases the loss fastest), do a second forward/backward
+    (its gradient adds to the clean one), then put the weights back exactly."""
+
+    def __init__(self, model: torch.nn.Module, epsilon: float = 1.0):
+        self.model = model
+        self.epsilon = float(epsilon)
+        emb = model.get_input_embeddings()
+        if emb is None:
+            raise LmcourseError("FGM needs a model with get_input_embeddings()")
+        self.weight: torch.nn.Parameter = emb.weight
+        self._backup: torch.Tensor | None = None
+
+    def attack(self) -> torch.Tensor | None:
+        """Add ``ε g/||g||`` to the embeddings (after ``backward``); returns the perturbation (or None)."""
+        grad = self.weight.grad
+        if grad is None:
+            return None
+        norm = torch.linalg.vector_norm(grad.float())
+        if not torch.isfinite(norm) or norm == 0:
+            return None
+        self._backup = self.weight.data.clone()
+        r = (self.epsilon * grad.float() / norm).to(self.weight.dtype)
+        self.weight.data.add_(r)
+        return r
+
+    def restore(self) -> None:
+        """Put the saved embedding weights back (bit-exact)."""
+        if self._backup is not None:
+            self.weight.data.copy_(self._backup)
+            self._backup = None

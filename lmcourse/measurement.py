@@ -1,0 +1,389 @@
+"""Measuring a run: FLOPs per token by formula, the device's peak FLOP/s, throughput, peak memory and MFU.
+
+One module for every number about speed and cost, used by both training paths (the hand-written loop of
+:mod:`lmcourse.pretraining` and the ``Trainer`` path of :mod:`lmcourse.finetuning`).
+
+**FLOPs per token.** The standard estimate (Kaplan et al. 2020, Scaling Laws, Table 1; PaLM, Chowdhery et
+al. 2022, Appendix B) for one training token of a dense transformer with ``N`` parameters, ``L`` layers,
+``H`` heads of size ``Q`` and context length ``T``::
+
+    6 N + 12 L H Q T
+
+``6N``: every weight takes part in one multiply-add (2 FLOPs) in the forward pass and two in the backward
+pass. ``12 L H Q T``: the attention scores ``QK^T`` and the weighted sum ``AV``, which have no weights but
+cost ``2 * 2 * T * (H Q)`` FLOPs per token and layer forward, times 3 for forward+backward.
+Which parameters belong in ``N``: position (and token-type) embeddings and the input token embedding are
+table look-ups and cost no FLOPs. When the output layer (an LM head, BERT's MLM decoder) is tied to the
+token embedding, that matrix *is* multiplied on every token, so it counts once; an untied output
+projection counts as its own parameters.
+
+**The peak.** Vendor peak numbers do not exist for "a laptop CPU", so the course measures the peak with a
+matmul microbenchmark (large square GEMMs, best of several) on the device and in the dtype the run
+actually uses, and records it with every result: an MFU is always quoted against a number measured there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_LOOKUP_TABLES = ("position_embeddings", "token_type_embeddings", "wpe", "relative_attention_bias")
+_NORMS = ("LayerNorm", "layernorm", "ln_", "layer_norm")
+
+
+# ------------------------------------------------------------------------------------------- FLOPs
+def training_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int,
+                             seq_len: int) -> float:
+    """``6 N + 12 L H Q T``: FLOPs of forward + backward for one token (N = matmul parameters)."""
+    if min(num_params, num_layers, num_heads, head_dim, seq_len) < 0:
+        raise ValueError("all sizes must be non-negative")
+    return 6.0 * num_params + 12.0 * num_layers * num_heads * head_dim * seq_len
+
+
+def forward_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int,
+                            seq_len: int) -> float:
+    """``2 N + 4 L H Q T``: FLOPs of the forward pass alone (inference, evaluation)."""
+    return training_flops_per_token(num_params, num_layers, num_heads, head_dim, seq_len) / 3.0
+
+
+def matmul_params(model: nn.Module, exclude_substrings: tuple[str, ...] = _LOOKUP_TABLES + _NORMS,
+                  exclude: tuple[Tensor, ...] = ()) -> int:
+    """Parameters of a torch model that take part in matrix products, counted once if tied.
+
+    Position/token-type tables and normalisation parameters are excluded by name (``O(d)`` FLOPs at most),
+    and so is every tensor in ``exclude`` (e.g. an input embedding that is only looked up).
+    """
+    skip = {id(t) for t in exclude}
+    seen: set[int] = set()
+    total = 0
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen or id(p) in skip or any(s in name for s in exclude_substrings):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def _attention_shape(config: Any) -> tuple[int, int, int]:
+    """(layers, heads, head size) of a BERT-like (HF) or GPT-like (HF GPT-2 or lmcourse GPT) config."""
+    if hasattr(config, "num_hidden_layers"):
+        L, H, d = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
+    else:
+        L, H, d = config.n_layer, config.n_head, config.n_embd
+    return L, H, d // H
+
+
+def _lookup_only_embedding(model: nn.Module) -> Tensor | None:
+    """The input token embedding when nothing multiplies by it (no tied output layer), else ``None``."""
+    get_in = getattr(model, "get_input_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    if emb is None:
+        return None
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    tied = out is not None and getattr(out, "weight", None) is emb.weight
+    return None if tied else emb.weight
+
+
+def model_flops_per_token(model: nn.Module, seq_len: float) -> float:
+    """Training FLOPs per token (``6N + 12 L H Q T``) of a transformer: the one formula of both training paths.
+
+    ``N`` = :func:`matmul_params` without look-up tables; the input token embedding counts only when a tied
+    output layer multiplies by it (MLM, causal LM), not in a classifier. ``seq_len`` is the (mean padded)
+    context length ``T``.
+    """
+    net = getattr(model, "module", model)  # DDP
+    lookup = _lookup_only_embedding(net)
+    n = matmul_params(net, exclude=(lookup,) if lookup is not None else ())
+    L, H, Q = _attention_shape(net.config)
+    return training_flops_per_token(n, L, H, Q, max(1, round(seq_len)))
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_flops_per_second: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak the hardware can do (a fraction)."""
+    if peak_flops_per_second <= 0:
+        raise ValueError("peak FLOP/s must be positive (measure it with lmcourse.measurement.measure_peak_flops)")
+    return tokens_per_second * flops_per_token / peak_flops_per_second
+
+
+def flops_breakdown(d_model: int, num_layers: int, num_heads: int, d_ff: int, vocab_size: int, seq_len: int,
+                    lm_head: bool = True, training: bool = True) -> dict[str, float]:
+    """FLOPs per token of each part of a transformer, from its sizes (weight matrices only, no biases).
+
+    Forward, per token and layer: Q/K/V/O projections ``2 * 4 d^2``; MLP ``2 * 2 d d_ff``; scores
+    ``QK^T`` and the weighted sum ``AV`` ``2 * 2 T d`` (``d = H Q``); once per token the LM head (or an
+    MLM decoder tied to the embedding) ``2 d V``. ``training`` multiplies by 3 (backward = 2 x forward).
+    The parts add up to :func:`training_flops_per_token` with ``N = L (4 d^2 + 2 d d_ff) + d V``.
+    Note: with a causal mask half of the score matrix is masked, so an implementation that skips it
+    (flash attention) does half the attention FLOPs; the formula, like PaLM's MFU, counts them all.
+    """
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+    k = 3.0 if training else 1.0
+    return {
+        "attention projections (QKV, O)": k * 2 * 4 * d_model**2 * num_layers,
+        "MLP": k * 2 * 2 * d_model * d_ff * num_layers,
+        "attention scores + weighted sum": k * 2 * 2 * seq_len * d_model * num_layers,
+        "LM head (tied embedding)": k * 2 * d_model * vocab_size if lm_head else 0.0,
+    }
+
+
+def attention_flops_share(d_model: int, num_layers: int, num_heads: int, d_ff: int, vocab_size: int,
+                          seq_len: int, lm_head: bool = True) -> float:
+    """Fraction of the FLOPs spent in ``QK^T`` and ``AV`` (the part that grows with context length)."""
+    parts = flops_breakdown(d_model, num_layers, num_heads, d_ff, vocab_size, seq_len, lm_head)
+    return parts["attention scores + weighted sum"] / sum(parts.values())
+
+
+# ---------------------------------------------------------------------------------- device and peak
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued kernels (GPU timings are otherwise meaningless)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":  # pragma: no cover - no mps in CI
+        torch.mps.synchronize()
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 matmuls are natively fast here (CUDA Ampere+, or a CPU with AVX512-BF16/AMX)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            from lmcourse.runtime import cpu_flags
+
+            flags = cpu_flags()
+            return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+_PEAK_CACHE: dict[tuple[str, str, int], float] = {}
+
+
+def measure_peak_flops(dtype: torch.dtype, device: str | torch.device, size: int | None = None, repeats: int = 5,
+                       use_cache: bool = True) -> float:
+    """Peak matmul FLOP/s of ``device`` in ``dtype``: best of ``repeats`` timings of an ``n x n @ n x n`` GEMM.
+
+    ``2 n^3`` FLOPs a product. ``size`` defaults to 1024 on CPU (a fraction of a second) and 8192 on
+    GPU. The result is cached per (device, dtype, threads) for the process.
+    """
+    device = torch.device(device)
+    n = size or (8192 if device.type == "cuda" else 1024)
+    key = (str(device), str(dtype), torch.get_num_threads())
+    if use_cache and size is None and key in _PEAK_CACHE:
+        return _PEAK_CACHE[key]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    for _ in range(2):  # warm-up: thread pools, kernels, caches
+        a @ b
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    flops = 2.0 * n**3 / best
+    if use_cache and size is None:
+        _PEAK_CACHE[key] = flops
+    return flops
+
+
+# -------------------------------------------------------------------------------------- throughput
+@dataclass
+class Throughput:
+    """Tokens and wall time of training steps, and the model FLOPs and MFU that follow from them.
+
+    :meth:`count` adds one batch: non-padding tokens (``attention_mask.sum()``, the useful work) and padded
+    tokens (``input_ids.numel()``, what the model computes, so MFU uses those). Attention FLOPs grow with the
+    padded length ``T`` of each batch, so ``sum(tokens * T)`` is kept too: :attr:`mean_padded_length` is the
+    token-weighted mean ``T``. Time runs between :meth:`start` and :meth:`stop` (on the device's clock).
+    """
+
+    model: nn.Module | None = None
+    peak_flops: float | None = None
+    device: torch.device | None = None
+    tokens: int = 0
+    padded_tokens: int = 0
+    examples: int = 0
+    batches: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    tokens_times_length: int = 0
+    _t0: float | None = None
+
+    def count(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> None:
+        """Count one batch of ``input_ids`` (and its mask, when padded)."""
+        n_pad = int(input_ids.numel())
+        self.padded_tokens += n_pad
+        self.tokens += int(attention_mask.sum()) if attention_mask is not None else n_pad
+        self.examples += int(input_ids.shape[0]) if input_ids.dim() > 1 else 1
+        self.batches += 1
+        self.tokens_times_length += n_pad * int(input_ids.shape[-1])
+
+    def start(self) -> None:
+        if self.device is not None:
+            synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._t0 is None:
+            raise RuntimeError("Throughput.stop() called without start()")
+        if self.device is not None:
+            synchronize(self.device)
+        self.seconds += time.perf_counter() - self._t0
+        self.steps += 1
+        self._t0 = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the clock is running (between :meth:`start` and :meth:`stop`)."""
+        return self._t0 is not None
+
+    @property
+    def mean_padded_length(self) -> float:
+        return self.tokens_times_length / self.padded_tokens if self.padded_tokens else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def padded_tokens_per_second(self) -> float:
+        return self.padded_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def flops_per_token(self) -> float | None:
+        if self.model is None or not self.padded_tokens:
+            return None
+        return model_flops_per_token(self.model, self.mean_padded_length)
+
+    @property
+    def train_flops(self) -> float | None:
+        """Model FLOPs of all counted (padded) tokens: the compute axis of a scaling plot."""
+        fpt = self.flops_per_token
+        return fpt * self.padded_tokens if fpt else None
+
+    @property
+    def mfu(self) -> float | None:
+        fpt = self.flops_per_token
+        if not fpt or not self.peak_flops or self.seconds <= 0:
+            return None
+        return mfu(self.padded_tokens_per_second, fpt, self.peak_flops)
+
+    def summary(self) -> dict[str, Any]:
+        return {"train_tokens": self.tokens, "train_padded_tokens": self.padded_tokens,
+                "train_examples": self.examples, "train_seconds": self.seconds,
+                "train_tokens_per_s": self.tokens_per_second,
+                "train_padded_tokens_per_s": self.padded_tokens_per_second,
+                "padding_fraction": 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0,
+                "mean_padded_length": self.mean_padded_length, "flops_per_token": self.flops_per_token,
+                "train_flops": self.train_flops, "peak_flops": self.peak_flops, "mfu": self.mfu,
+                "device": str(self.device) if self.device is not None else None}
+
+
+# ---------------------------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak memory of a stretch of work on ``device``: CUDA's allocator counter, or on CPU the peak resident
+    set size above the RSS at :meth:`start`, sampled every 20 ms by a thread (max RSS cannot be reset)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        import psutil
+
+        proc = psutil.Process()
+        base = proc.memory_info().rss
+        self._stop.clear()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                self.peak = max(self.peak, proc.memory_info().rss - base)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        if self.device.type == "cuda":
+            self.peak = int(torch.cuda.max_memory_allocated(self.device))
+            return self.peak
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self.peak
+
+    def __enter__(self) -> PeakMemory:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def process_peak_memory_bytes(device: str | torch.device) -> int:
+    """Peak memory of this whole process: CUDA max allocated on GPU, max resident set size on CPU."""
+    import resource
+    import sys
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of live tensors allocated by torch ops inside the ``with`` block (any device).
+
+    Tracks every op output's storage until its last tensor dies, so it sees the ``T x T`` score matrix
+    of a naive attention; a fused kernel's internal scratch (tiles) is invisible, which is fine: its size
+    does not grow with ``T^2``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = self.peak = 0
+        self._live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensor count]
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current -= entry[0]
+                del self._live[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, tuple | list) else (out,)):
+            if isinstance(t, Tensor) and t.numel() > 0:
+                ptr = t.untyped_storage().data_ptr()
+                if ptr in self._live:
+                    self._live[ptr][1] += 1
+                else:
+                    nbytes = t.untyped_storage().nbytes()
+                    self._live[ptr] = [nbytes, 1]
+                    self.current += nbytes
+                    self.peak = max(self.peak, self.current)
+                weakref.finalize(t, self._release, ptr)
+        return out
