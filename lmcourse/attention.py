@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, UnknownNameError
 from lmcourse.measurement import PeakTensorMemory, synchronize
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def padding_mask(attention_mask: Tensor) -> Tensor:
     Broadcasts over heads and queries: every query may look at every real key, never at a pad.
     """
     if attention_mask.dim() != 2:
-        raise SpecError(f"attention_mask must be (batch, seq_len), got shape {tuple(attention_mask.shape)}")
+        raise ArgumentError(f"attention_mask must be (batch, seq_len), got shape {tuple(attention_mask.shape)}")
     return attention_mask.bool()[:, None, None, :]
 
 
@@ -105,7 +105,7 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """``(B, T, H*Q) -> (B, H, T, Q)``: the model dimension is cut into ``H`` heads of size ``Q``."""
     B, T, D = x.shape
     if D % num_heads:
-        raise SpecError(f"model dimension {D} is not divisible by num_heads={num_heads}")
+        raise ArgumentError(f"model dimension {D} is not divisible by num_heads={num_heads}")
     return x.view(B, T, num_heads, D // num_heads).transpose(1, 2)
 
 
@@ -125,7 +125,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         if embed_dim % num_heads:
-            raise SpecError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+            raise ArgumentError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
@@ -163,7 +163,7 @@ class MultiHeadAttention(nn.Module):
         Torch stacks ``W_Q, W_K, W_V`` into one ``in_proj_weight (3D, D)``; we cut it in three.
         """
         if mha.embed_dim != self.embed_dim or mha.num_heads != self.num_heads or mha.in_proj_weight is None:
-            raise SpecError("nn.MultiheadAttention must have the same embed_dim/num_heads and kdim == vdim == D")
+            raise ArgumentError("nn.MultiheadAttention must have the same embed_dim/num_heads and kdim == vdim == D")
         for proj, w in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_weight.chunk(3, dim=0)):
             proj.weight.copy_(w)
         if mha.in_proj_bias is not None:
@@ -185,7 +185,7 @@ def sinusoidal_positions(num_positions: int, dim: int, base: float = 10000.0) ->
     of ``PE[p]`` for every ``p`` (a linear function of it).
     """
     if dim % 2:
-        raise SpecError(f"sinusoidal positions need an even dimension, got {dim}")
+        raise ArgumentError(f"sinusoidal positions need an even dimension, got {dim}")
     pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
     angles = pos * inv_freq  # (num_positions, dim/2)
@@ -206,7 +206,7 @@ class LearnedPositionalEmbedding(nn.Module):
         """``x (B, T, D)`` + the embeddings of positions ``offset .. offset + T - 1``."""
         T = x.size(1)
         if offset + T > self.embedding.num_embeddings:
-            raise SpecError(f"position {offset + T - 1} exceeds max_positions={self.embedding.num_embeddings}")
+            raise ArgumentError(f"position {offset + T - 1} exceeds max_positions={self.embedding.num_embeddings}")
         return x + self.embedding(torch.arange(offset, offset + T, device=x.device))
 
 
@@ -219,7 +219,7 @@ def rope_cos_sin(seq_len: int, head_dim: int, base: float = 10000.0, offset: int
     the same rotation applied to a permutation of the dimensions.
     """
     if head_dim % 2:
-        raise SpecError(f"RoPE needs an even head dimension, got {head_dim}")
+        raise ArgumentError(f"RoPE needs an even head dimension, got {head_dim}")
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.arange(offset, offset + seq_len, dtype=torch.float64)[:, None] * inv_freq
     angles = torch.cat([angles, angles], dim=-1)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmcourse.errors import LmcourseError, SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, LmcourseError, UnknownNameError
 from lmcourse.measurement import synchronize
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class EmbeddingSizes:
         section = get_profile(profile).embeddings
         unknown = sorted(set(section) - set(cls.__dataclass_fields__))
         if unknown:
-            raise SpecError(f"unknown word-embedding size(s) {unknown} in the profile; known: "
+            raise ArgumentError(f"unknown word-embedding size(s) {unknown} in the profile; known: "
                             f"{sorted(cls.__dataclass_fields__)}")
         return cls(**section)
 
@@ -135,7 +135,7 @@ class Vocab:
 def build_vocab(sentences: Iterable[Sequence[str]], min_count: int = 5, max_size: int | None = None) -> Vocab:
     """Count words; keep those seen ``min_count`` times, most frequent first, at most ``max_size`` of them."""
     if min_count < 1:
-        raise SpecError(f"min_count must be >= 1, got {min_count}")
+        raise ArgumentError(f"min_count must be >= 1, got {min_count}")
     counter: Counter[str] = Counter()
     for s in sentences:
         counter.update(s)
@@ -217,7 +217,7 @@ def skipgram_pairs(ids: np.ndarray, sentence: np.ndarray, window: int,
     cross a sentence boundary. Order: offset d = 1..window, for each d first (i, i+d) then (i+d, i).
     """
     if window < 1:
-        raise SpecError(f"window must be >= 1, got {window}")
+        raise ArgumentError(f"window must be >= 1, got {window}")
     ids = np.asarray(ids)
     sentence = np.asarray(sentence)
     eff = np.full(len(ids), window) if effective is None else np.asarray(effective)
@@ -421,7 +421,7 @@ def cooccurrence(corpus: EncodedCorpus, vocab_size: int, window: int = 10, dista
     from scipy import sparse
 
     if window < 1:
-        raise SpecError(f"window must be >= 1, got {window}")
+        raise ArgumentError(f"window must be >= 1, got {window}")
     ids, sent = corpus.ids, corpus.sentence
     rows, cols, vals = [], [], []
     for d in range(1, window + 1):
@@ -522,7 +522,7 @@ def to_keyed_vectors(words: Sequence[str], vectors: np.ndarray):
 
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
-        raise SpecError(f"need one vector per word: {len(words)} words, vectors of shape {vectors.shape}")
+        raise ArgumentError(f"need one vector per word: {len(words)} words, vectors of shape {vectors.shape}")
     kv = KeyedVectors(vectors.shape[1], count=0)
     kv.add_vectors(list(words), vectors)
     return kv

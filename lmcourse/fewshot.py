@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 if TYPE_CHECKING:
     from lmcourse.context import RunContext
@@ -116,7 +116,7 @@ def sample_k_per_class(labels: Sequence[int], k: int, seed: int = 0) -> np.ndarr
     for c in np.unique(labels):
         pool = np.flatnonzero(labels == c)
         if len(pool) < k:
-            raise SpecError(f"class {c} has only {len(pool)} examples, fewer than k={k}")
+            raise ArgumentError(f"class {c} has only {len(pool)} examples, fewer than k={k}")
         picks.append(rng.choice(pool, size=k, replace=False))
     return np.sort(np.concatenate(picks))
 

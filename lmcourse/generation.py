@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 from lmcourse.measurement import synchronize
 
 FILTER_VALUE = float("-inf")
@@ -32,14 +32,14 @@ FILTER_VALUE = float("-inf")
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     """``logits / τ`` (``τ > 0``; greedy decoding is the ``τ → 0`` limit and is :func:`greedy`)."""
     if not temperature > 0:
-        raise SpecError(f"temperature must be > 0, got {temperature}; use greedy() for deterministic decoding")
+        raise ArgumentError(f"temperature must be > 0, got {temperature}; use greedy() for deterministic decoding")
     return logits / temperature
 
 
 def top_k_filter(logits: Tensor, k: int, min_tokens_to_keep: int = 1) -> Tensor:
     """Keep the ``k`` largest logits per row (ties with the ``k``-th value are kept too); others ``-inf``."""
     if k <= 0:
-        raise SpecError(f"top_k must be a positive integer, got {k}")
+        raise ArgumentError(f"top_k must be a positive integer, got {k}")
     k = min(max(k, min_tokens_to_keep), logits.size(-1))
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, FILTER_VALUE)
@@ -53,7 +53,7 @@ def top_p_filter(logits: Tensor, p: float, min_tokens_to_keep: int = 1) -> Tenso
     probability) with mass ``>= p``, plus always the ``min_tokens_to_keep`` most likely tokens.
     """
     if not 0.0 <= p <= 1.0:
-        raise SpecError(f"top_p must be in [0, 1], got {p}")
+        raise ArgumentError(f"top_p must be in [0, 1], got {p}")
     sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
     cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     remove_sorted = cum <= (1.0 - p)
@@ -88,7 +88,7 @@ def make_sampler(strategy: str = "sample", temperature: float = 1.0, top_k: int 
     if strategy == "greedy":
         return greedy
     if strategy != "sample":
-        raise SpecError(f"unknown decoding strategy {strategy!r}; use 'greedy' or 'sample'")
+        raise ArgumentError(f"unknown decoding strategy {strategy!r}; use 'greedy' or 'sample'")
 
     def sample(logits: Tensor) -> Tensor:
         probs = process_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)

@@ -22,7 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT_EOS = "<|endoftext|>"
@@ -119,7 +119,7 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         missing = sorted(set(text) - set(self.stoi))
         if missing:
-            raise SpecError(f"characters {missing[:10]} are not in the character vocabulary; build it on this text")
+            raise ArgumentError(f"characters {missing[:10]} are not in the character vocabulary; build it on this text")
         return [self.stoi[c] for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -288,7 +288,7 @@ def merges_from_json(tokenizer_json: str | dict[str, Any]) -> list[Pair]:
     """The ordered merge list of a BPE ``tokenizer.json`` (both the ``"a b"`` and ``["a", "b"]`` formats)."""
     data = json.loads(tokenizer_json) if isinstance(tokenizer_json, str) else tokenizer_json
     if data.get("model", {}).get("type") != "BPE":
-        raise SpecError("not a BPE tokenizer JSON: model.type is not 'BPE'")
+        raise ArgumentError("not a BPE tokenizer JSON: model.type is not 'BPE'")
     out: list[Pair] = []
     for m in data["model"]["merges"]:
         a, b = m.split(" ", 1) if isinstance(m, str) else m

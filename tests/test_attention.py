@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lmcourse import attention as A
 from lmcourse.context import resolve_context
-from lmcourse.errors import SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, UnknownNameError
 
 TOL = {"atol": 1e-6, "rtol": 0.0}
 
@@ -73,7 +73,7 @@ def test_split_merge_heads_roundtrip(H, D):
     assert s.shape == (3, H, 5, D // H)
     torch.testing.assert_close(s[:, 1 % H, 2], x[:, 2, (1 % H) * (D // H):((1 % H) + 1) * (D // H)])
     torch.testing.assert_close(A.merge_heads(s), x, atol=0, rtol=0)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         A.split_heads(torch.randn(1, 2, 10), 3)
 
 
@@ -123,9 +123,9 @@ def test_mha_matches_torch_multihead_attention(D, H, T):
 
 
 def test_mha_errors():
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         A.MultiHeadAttention(10, 3)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         A.MultiHeadAttention(8, 2).load_from_torch(torch.nn.MultiheadAttention(8, 4))
 
 
@@ -141,7 +141,7 @@ def test_sinusoidal_matches_reference_and_is_a_rotation():
     k = 5
     M = torch.linalg.lstsq(pe[:40].double(), pe[k:40 + k].double()).solution
     torch.testing.assert_close((pe[10:30].double() @ M), pe[10 + k:30 + k].double(), atol=1e-5, rtol=0)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         A.sinusoidal_positions(4, 5)
 
 
@@ -150,7 +150,7 @@ def test_learned_positional_embedding():
     lpe = A.LearnedPositionalEmbedding(10, 8)
     x = torch.randn(2, 4, 8)
     torch.testing.assert_close(lpe(x, offset=3), x + lpe.embedding.weight[3:7], atol=0, rtol=0)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         lpe(x, offset=7)
 
 

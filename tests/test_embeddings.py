@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lmcourse import embeddings as E
 from lmcourse.context import resolve_context
-from lmcourse.errors import LmcourseError, SpecError, UnknownNameError
+from lmcourse.errors import ArgumentError, LmcourseError, UnknownNameError
 
 TOY = [
     ["the", "cat", "sat", "on", "the", "mat"],
@@ -77,13 +77,13 @@ def test_empty_corpus_and_bad_arguments():
         E.build_vocab([[], []])
     with pytest.raises(LmcourseError, match="min_count"):
         E.build_vocab(TOY, min_count=100)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         E.build_vocab(TOY, min_count=0)
     with pytest.raises(LmcourseError, match="no in-vocabulary"):
         E.encode_corpus([["zebra"]], E.build_vocab(TOY))
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         E.skipgram_pairs(np.arange(3), np.zeros(3), window=0)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         E.to_keyed_vectors(["a", "b"], np.zeros((3, 4)))
 
 
@@ -98,7 +98,7 @@ def test_sizes_come_from_the_profile_table():
     assert E.EmbeddingSizes.from_profile(get_profile("smoke")) == E.EmbeddingSizes.from_profile("smoke")
     with pytest.raises(UnknownNameError, match="profile"):
         E.EmbeddingSizes.from_profile("huge")
-    with pytest.raises(SpecError, match="unknown word-embedding size"):
+    with pytest.raises(ArgumentError, match="unknown word-embedding size"):
         E.EmbeddingSizes.from_profile(get_profile("smoke").with_overrides(embeddings={"dim": 8, "epoch": 1}))
 
 
@@ -309,7 +309,7 @@ def test_cooccurrence_matches_brute_force():
         co = E.cooccurrence(enc, len(vocab), window, distance_weighting=weighted)
         np.testing.assert_allclose(co.dense(), brute, rtol=1e-12)
         assert len(set(zip(co.rows.tolist(), co.cols.tolist()))) == len(co.values)  # duplicates summed
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         E.cooccurrence(enc, len(vocab), 0)
 
 

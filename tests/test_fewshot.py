@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmcourse.context import resolve_context
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 from lmcourse.fewshot import PrototypeClassifier, encode_sentences, sample_k_per_class, zero_shot_predict
 
 TEXTS = ["a wonderful, moving film", "dull and far too long", "The cat sat on the mat.", "ok"]
@@ -70,5 +70,5 @@ def test_sample_k_per_class():
     assert len(idx) == 12 and len(set(idx)) == 12
     assert np.bincount(labels[idx]).tolist() == [4, 4, 4]
     np.testing.assert_array_equal(idx, sample_k_per_class(labels, 4, seed=3))
-    with pytest.raises(SpecError, match="fewer than k"):
+    with pytest.raises(ArgumentError, match="fewer than k"):
         sample_k_per_class(labels, 6)

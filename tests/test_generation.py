@@ -7,7 +7,7 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from lmcourse import generation as G
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 
 def _logits(seed: int, b: int = 8, v: int = 200, scale: float = 3.0) -> torch.Tensor:
@@ -93,11 +93,11 @@ def test_samplers():
     assert all(int(a[i]) in top5[i].tolist() for i in range(4))
     # top_k=1 sampling is greedy
     assert torch.equal(G.make_sampler(top_k=1)(x), x.argmax(-1))
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         G.make_sampler("beam")
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         G.apply_temperature(x, 0.0)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         G.top_k_filter(x, 0)
 
 

@@ -8,7 +8,7 @@ from transformers import AutoModel, AutoTokenizer, BertForSequenceClassification
 from transformers import BertConfig as HFBertConfig
 from transformers import BertModel as HFBertModel
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 from lmcourse.models import resolve
 from lmcourse.models.bert import BertConfig, BertModel, bert_param_count
 
@@ -89,13 +89,13 @@ def test_param_count_formula():
 
 
 def test_errors():
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         BertConfig(hidden_size=10, num_attention_heads=3)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         BertConfig.from_hf(HFBertConfig(hidden_act="relu"))
     model = BertModel(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=8, max_position_embeddings=4))
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         model(torch.zeros(1, 5, dtype=torch.long))
 
 

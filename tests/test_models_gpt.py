@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 from lmcourse.generation import make_sampler
 from lmcourse.measurement import matmul_params, model_flops_per_token, training_flops_per_token
 from lmcourse.models.gpt import GPT, GPTConfig, KVCache, gpt_param_count
@@ -114,11 +114,11 @@ def test_sampling_hook_and_errors():
                                                              generator=torch.Generator().manual_seed(0)))
               for _ in range(2)]
     assert torch.equal(*seeded)  # a seeded generator: the same samples
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         model(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         GPTConfig(n_embd=10, n_head=3)
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         model.generate(idx, 1, sample_fn=make_sampler(temperature=0.0))
 
 
@@ -154,7 +154,13 @@ def test_training_step_reduces_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
     idx = torch.randint(0, 20, (4, 16))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    from lmcourse.pretraining import decay_groups  # the one AdamW grouping of the course (GPT has none of its own)
+
+    groups = decay_groups(model, 0.1)
+    assert sum(p.numel() for g in groups for p in g["params"]) == model.num_params()  # the tied head once
+    assert all(p.dim() >= 2 for p in groups[0]["params"]) and all(p.dim() < 2 for p in groups[1]["params"])
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    opt = torch.optim.AdamW(groups, lr=1e-2)
     losses = []
     for _ in range(20):
         loss = model(idx[:, :-1], targets=idx[:, 1:]).loss

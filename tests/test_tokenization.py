@@ -8,7 +8,7 @@ import random
 import pytest
 
 from lmcourse import tokenization as T
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 TOY = ("low low low low low lower lower newest newest newest newest newest newest widest widest widest "
        "ab ba ab ba cd dc aaaa aaa")
@@ -61,7 +61,7 @@ def test_bpe_encode_applies_merges_in_rank_order():
 
 
 def test_merges_from_json_rejects_wordpiece(wordpiece):
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         T.merges_from_json(wordpiece.backend_tokenizer.to_str())
 
 
@@ -136,7 +136,7 @@ def test_stats_and_overlap(wordpiece):
 def test_char_tokenizer_and_sizes():
     ct = T.CharTokenizer("hello world")
     assert ct.decode(ct.encode("low hole")) == "low hole" and ct.vocab_size == 8
-    with pytest.raises(SpecError):
+    with pytest.raises(ArgumentError):
         ct.encode("xyz")
     from lmcourse.profiles import PROFILES
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 
 
 @dataclass
@@ -44,7 +44,7 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads != 0:
-            raise SpecError(f"hidden_size={self.hidden_size} must be divisible by "
+            raise ArgumentError(f"hidden_size={self.hidden_size} must be divisible by "
                             f"num_attention_heads={self.num_attention_heads}")
 
     @property
@@ -55,9 +55,9 @@ class BertConfig:
     def from_hf(cls, hf_config: Any, add_pooling_layer: bool = True) -> BertConfig:
         """From a ``transformers.BertConfig`` (absolute positions and the exact GELU only)."""
         if getattr(hf_config, "hidden_act", "gelu") != "gelu":
-            raise SpecError(f"BertModel implements the exact GELU only, HF config has {hf_config.hidden_act!r}")
+            raise ArgumentError(f"BertModel implements the exact GELU only, HF config has {hf_config.hidden_act!r}")
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
-            raise SpecError("BertModel implements absolute position embeddings only")
+            raise ArgumentError("BertModel implements absolute position embeddings only")
         names = [f for f in cls.__dataclass_fields__ if f != "add_pooling_layer"]
         return cls(**{f: getattr(hf_config, f) for f in names}, add_pooling_layer=add_pooling_layer)
 
@@ -83,7 +83,7 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.size(1)
         if self.position_embeddings.num_embeddings < T:
-            raise SpecError(f"sequence of {T} tokens is longer than max_position_embeddings="
+            raise ArgumentError(f"sequence of {T} tokens is longer than max_position_embeddings="
                             f"{self.position_embeddings.num_embeddings}; truncate it")
         pos = torch.arange(T, device=input_ids.device)
         token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids

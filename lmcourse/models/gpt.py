@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmcourse.errors import SpecError
+from lmcourse.errors import ArgumentError
 from lmcourse.generation import greedy
 
 
@@ -49,9 +49,9 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
-            raise SpecError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise ArgumentError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd) <= 0:
-            raise SpecError(f"all GPTConfig sizes must be positive, got {self}")
+            raise ArgumentError(f"all GPTConfig sizes must be positive, got {self}")
 
     @property
     def d_ff(self) -> int:
@@ -66,7 +66,7 @@ class GPTConfig:
         """From a ``transformers.GPT2Config`` (only the GELU-tanh "gelu_new" activation is supported)."""
         act = getattr(hf_config, "activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise SpecError(f"GPT supports the GELU tanh approximation only, HF config has {act!r}")
+            raise ArgumentError(f"GPT supports the GELU tanh approximation only, HF config has {act!r}")
         return cls(vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions, n_layer=hf_config.n_layer,
                    n_head=hf_config.n_head, n_embd=hf_config.n_embd, n_inner=hf_config.n_inner,
                    dropout=0.0, bias=True, layer_norm_epsilon=hf_config.layer_norm_epsilon)
@@ -220,7 +220,7 @@ class GPT(nn.Module):
             kv_cache = KVCache(self.config.n_layer)
         past = kv_cache.seq_len if kv_cache is not None else 0
         if past + T > self.config.block_size:
-            raise SpecError(f"sequence of {past + T} tokens (cache {past} + new {T}) is longer than "
+            raise ArgumentError(f"sequence of {past + T} tokens (cache {past} + new {T}) is longer than "
                             f"block_size={self.config.block_size}; crop the context")
         pos = torch.arange(past, past + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))

@@ -1,4 +1,4 @@
-"""lmcourse.measurement, FLOPs by formula: the breakdown adds up to 6N + 12 L H Q T and matches counted FLOPs."""
+"""lmcourse.measurement: the FLOPs formulas (6N + 12LHQT, the per-part breakdown) against counts and the models."""
 
 from __future__ import annotations
 
