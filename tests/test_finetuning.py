@@ -12,7 +12,16 @@ import torch
 from lmcourse.context import resolve_context
 from lmcourse.data import get_task, load_glue
 from lmcourse.errors import ArgumentError, DataUnavailableError, UnknownNameError
-from lmcourse.finetuning import FGM, ThroughputCallback, finetune, majority_baseline, metric_record, task_settings
+from lmcourse.finetuning import (
+    FGM,
+    ThroughputCallback,
+    finetune,
+    majority_baseline,
+    metric_record,
+    split_selection,
+    task_settings,
+    tfidf_baseline,
+)
 from lmcourse.metrics import compute_glue_metric
 
 SMOKE = resolve_context("smoke", seed=0, device="cpu", bf16=False)
@@ -62,10 +71,21 @@ def test_finetune_tiny(task, tiny_bert, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_bert)
-    raw = load_glue(task, "train").shuffle(seed=0).select(range(48))
+    raw, held_out = split_selection(load_glue(task, "train").shuffle(seed=0).select(range(48)), 0.1, None, 0)
     enc = tok(*[list(raw[c]) for c in spec.input_columns], truncation=True, max_length=32)
     assert res.throughput["train_tokens"] == sum(len(x) for x in enc["input_ids"])
-    assert res.throughput["train_examples"] == 48
+    assert res.throughput["train_examples"] == 48 - 8 == len(raw)  # 8 held out to select the checkpoint
+    # selection used the held-out part of train, never the reported dev set
+    assert res.selection["examples"] == 8 and res.selection["idx"] == list(held_out["idx"])
+    assert not set(res.selection["idx"]) & set(raw["idx"])
+    if task == "stsb":  # a correlation: on another set of sentence pairs it would not come out the same
+        net = _reload(best, task).eval()
+        with torch.no_grad():
+            sel = np.concatenate([net(**tok(*[[ex[c]] for c in spec.input_columns], truncation=True, max_length=32,
+                                           return_tensors="pt")).logits.numpy() for ex in held_out])
+        expected = compute_glue_metric(task, sel.reshape(-1), np.asarray(held_out["label"]))[res.main_metric]
+        assert res.selection["best_score"] == pytest.approx(expected, abs=1e-4)
+        assert res.selection["best_score"] != pytest.approx(m[res.main_metric], abs=1e-4)
     assert res.throughput["train_padded_tokens"] >= res.throughput["train_tokens"]
     assert res.train_tokens_per_s > 0 and 0 < res.mfu < 1
     assert res.trainable_params == sum(p.numel() for p in torch.nn.Module.parameters(_reload(best, task)))
@@ -123,6 +143,19 @@ def test_finetune_follows_the_context_seed(tiny_bert):
     assert not np.allclose(a, c)  # another seed: another training subset, order and head init
 
 
+def test_split_selection_sizes_and_errors():
+    train = load_glue("rte", "train").select(range(100))
+    rest, held = split_selection(train, 0.1, None, seed=0)
+    assert (len(rest), len(held)) == (90, 10) and not set(rest["idx"]) & set(held["idx"])
+    assert list(split_selection(train, 0.1, None, seed=0)[1]["idx"]) == list(held["idx"])  # seeded
+    assert list(split_selection(train, 0.1, None, seed=1)[1]["idx"]) != list(held["idx"])
+    assert len(split_selection(train, 0.5, 20, seed=0)[1]) == 20 and split_selection(train, 0.0, None, 0)[1] is None
+    with pytest.raises(ArgumentError, match="selection_fraction"):
+        split_selection(train, 1.0, None, 0)
+    with pytest.raises(ArgumentError, match="too few"):
+        split_selection(train.select(range(10)), 0.1, None, 0)
+
+
 def test_task_settings_order():
     s = task_settings("cpu", "sst2", learning_rate=1e-3, max_length=None)
     assert s["learning_rate"] == 1e-3 and s["max_length"] == 64  # None keeps the profile/task value
@@ -158,6 +191,19 @@ def test_fgm_norm_and_restore():
     torch.testing.assert_close(r, 0.5 * g / torch.linalg.vector_norm(g))
     fgm.restore()
     assert torch.equal(model.get_input_embeddings().weight.detach(), w0)
+
+
+def test_tfidf_baseline_learns_words_not_noise():
+    train = load_glue("sst2", "train").shuffle(seed=0).select(range(2000))
+    dev = load_glue("sst2", "validation")
+    majority = majority_baseline("sst2", dev["label"])["accuracy"]
+    got = tfidf_baseline("sst2", train, dev)
+    assert got["accuracy"] > majority + 0.15, (got, majority)  # bag of words carries sentiment
+    shuffled = train.add_column("shuffled", list(np.random.default_rng(0).permutation(train["label"])))
+    noise = tfidf_baseline("sst2", shuffled.remove_columns("label").rename_column("shuffled", "label"), dev)
+    assert noise["accuracy"] < majority + 0.06, noise  # with labels unrelated to the words: chance
+    pairs = tfidf_baseline("stsb", load_glue("stsb", "train").select(range(2000)), load_glue("stsb", "validation"))
+    assert 0.1 < pairs["pearson"] < 1 and set(pairs) == {"pearson", "spearmanr", "combined_score"}
 
 
 def test_majority_baseline():

@@ -258,6 +258,14 @@ def test_unigram_mlm_baseline_scores_token_frequencies(tok):
     assert float(probs[tok.all_special_ids].sum()) == 0.0 and 0 < got["mlm_acc"] < 0.5
 
 
+def test_unigram_cross_entropy_is_the_loss_of_smoothed_frequencies():
+    train, held = torch.tensor([0, 0, 0, 1, 2, 2]), torch.tensor([0, 1, 3, 2])
+    probs = torch.tensor([4.0, 2.0, 3.0, 1.0], dtype=torch.float64) / 10  # counts + 1 over 4 symbols
+    expected = F.cross_entropy(probs.log().expand(4, -1), held)
+    assert PT.unigram_cross_entropy(train, held, 4) == pytest.approx(float(expected), rel=1e-12)
+    assert PT.unigram_cross_entropy(train, train, 4) < math.log(4)  # on text with these frequencies it beats ln V
+
+
 def test_mean_pairwise_cosine_matches_brute_force():
     torch.manual_seed(0)
     v = torch.randn(37, 16) + 0.3

@@ -35,6 +35,7 @@ from lmcourse.finetuning.analysis import (
     load_floors,
     majority_baseline,
     most_confident_mistakes,
+    tfidf_baseline,
 )
 from lmcourse.finetuning.recipes import (
     HYPERPARAMETERS,
@@ -47,6 +48,7 @@ from lmcourse.finetuning.run import (
     finetune,
     load_classifier,
     metric_record,
+    split_selection,
     tokenize_glue,
 )
 from lmcourse.finetuning.trainer import (
@@ -75,7 +77,9 @@ __all__ = [
     "majority_baseline",
     "metric_record",
     "most_confident_mistakes",
+    "split_selection",
     "task_metrics",
     "task_settings",
+    "tfidf_baseline",
     "tokenize_glue",
 ]

@@ -71,6 +71,37 @@ def most_confident_mistakes(pred: EvalPredictions, task: str, n: int = 10):
     return pd.DataFrame(rows)
 
 
+def tfidf_baseline(task: str, train, evaluation, seed: int = 0) -> dict[str, float]:
+    """The GLUE metric of a TF-IDF + logistic-regression model (ridge regression for STS-B) trained on ``train``
+    and scored on ``evaluation`` (``datasets.Dataset`` of the task): the bag-of-words baseline a fine-tuned
+    encoder must beat. Sentence pairs get the TF-IDF vectors of both sentences and their element-wise product
+    (the words they share), one vectoriser fitted on all training sentences."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from lmcourse.finetuning.trainer import task_metrics
+
+    spec = get_task(task)
+    cols = spec.input_columns
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    vec.fit([t for c in cols for t in train[c]])
+
+    def features(ds):
+        parts = [vec.transform(ds[c]) for c in cols]
+        if len(parts) == 2:
+            parts.append(parts[0].multiply(parts[1]))
+        return sp.hstack(parts).tocsr()
+
+    x_train, x_eval = features(train), features(evaluation)
+    y_train = np.asarray(train["label"])
+    if spec.is_regression:
+        model = Ridge(alpha=1.0).fit(x_train, y_train)
+    else:
+        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train, y_train)
+    return task_metrics(spec.name, model.predict(x_eval), np.asarray(evaluation["label"]))
+
+
 def majority_baseline(task: str, labels) -> dict[str, float]:
     """The GLUE metric of always predicting the most frequent label of ``labels`` (regression: the mean)."""
     from lmcourse.finetuning.trainer import task_metrics

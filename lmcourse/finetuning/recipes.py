@@ -24,6 +24,9 @@ HYPERPARAMETERS: dict[str, str] = {
     "warmup_ratio": "fraction of the steps with linear warmup",
     "dropout": "hidden and attention dropout of the encoder (None: the checkpoint's)",
     "early_stopping_patience": "evaluations without improvement before stopping (None: no early stopping)",
+    "selection_fraction": "fraction of the training examples held out (seeded) to pick the best checkpoint and "
+                          "to early-stop; the GLUE dev set is only reported, never selected on (0: no selection)",
+    "max_selection_samples": "at most this many held-out selection examples (None: no cap)",
     "fgm_epsilon": "FGM adversarial training on the word embeddings with this L2 norm (0: off)",
     "pad_to_max_length": "pad every example to max_length (the plain recipe) instead of dynamic padding",
     "group_by_length": "batch examples of similar length together (less padding)",
@@ -56,6 +59,7 @@ def task_settings(profile: str | Profile | None, task: str, **overrides: Any) ->
         "batch_size": prof.batch_size, "eval_batch_size": prof.eval_batch_size, "max_length": prof.max_length,
         "max_train_samples": prof.max_train_samples, "max_eval_samples": prof.max_eval_samples,
         "weight_decay": 0.01, "warmup_ratio": 0.1, "dropout": None, "early_stopping_patience": None,
+        "selection_fraction": 0.1, "max_selection_samples": 2000,
         "fgm_epsilon": 0.0, "pad_to_max_length": False, "group_by_length": True, "bf16": None,
         "eval_strategy": "epoch", "eval_steps": None, "train_indices": None, "progress": True,
         "keep_checkpoints": False, "save_model": True, "model_init_hook": None, "logging_steps": 50,
@@ -63,7 +67,7 @@ def task_settings(profile: str | Profile | None, task: str, **overrides: Any) ->
     s.update(prof.finetune_tasks.get("_default", {}))
     s.update(prof.finetune_tasks.get(spec.name, {}))
     nullable = {"max_train_samples", "max_eval_samples", "dropout", "early_stopping_patience", "bf16",
-                "train_indices", "model_init_hook", "eval_steps"}
+                "train_indices", "model_init_hook", "eval_steps", "max_selection_samples"}
     for key, value in overrides.items():
         if value is None and key not in nullable:
             continue  # "None" = keep the profile's value

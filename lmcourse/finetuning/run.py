@@ -90,6 +90,7 @@ class FinetuneResult:
     settings: dict[str, Any] = field(default_factory=dict)
     throughput: dict[str, Any] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # the held-out part of train used to select
 
     @property
     def score(self) -> float:
@@ -160,6 +161,28 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def split_selection(train, fraction: float, max_samples: int | None, seed: int):
+    """Hold out a seeded part of the training examples for model selection (best checkpoint, early stopping,
+    any learning-rate choice), so that the reported GLUE dev set never influences which model is reported.
+
+    Returns ``(train_rest, selection)``; ``selection`` is ``None`` when ``fraction`` is 0. At least 8 and at most
+    ``max_samples`` examples are held out, and at least as many stay for training."""
+    from lmcourse.errors import ArgumentError
+
+    if not 0.0 <= fraction < 1.0:
+        raise ArgumentError(f"selection_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return train, None
+    n = max(8, round(fraction * len(train)))
+    if max_samples is not None:
+        n = min(n, int(max_samples))
+    if n > len(train) // 2:
+        raise ArgumentError(f"only {len(train)} training examples: too few to hold out {n} for model selection; "
+                            "use more examples or selection_fraction=0 with eval_strategy='no'")
+    parts = train.train_test_split(test_size=n, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
 def _default_output_dir(task: str, model: str, ctx: RunContext) -> str:
     stem = f"{task}-{Path(str(model)).name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     if ctx.run_dir is not None:
@@ -205,6 +228,9 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
     else:
         raw_train = _subset(raw_train, s["max_train_samples"], seed)
     raw_evals = {k: _subset(v, s["max_eval_samples"], 0) for k, v in raw_evals.items()}
+    evaluating = s["eval_strategy"] != "no"
+    raw_train, raw_select = split_selection(raw_train, s["selection_fraction"] if evaluating else 0.0,
+                                            s["max_selection_samples"], seed)
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight loading/saving bars; the Trainer's stays
@@ -221,11 +247,11 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
     train_ds = tokenize_glue(raw_train, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
     eval_ds = {k: tokenize_glue(v, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
                for k, v in raw_evals.items()}
+    select_ds = (tokenize_glue(raw_select, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
+                 if raw_select is not None else None)
     collator = default_data_collator if s["pad_to_max_length"] else DataCollatorWithPadding(tokenizer)
     main = spec.main_metric
-    first_split = spec.eval_splits[0]
-    best_metric = main if len(eval_ds) == 1 else f"{first_split}_{main}"
-    evaluating = s["eval_strategy"] != "no"
+    evaluating = evaluating and select_ds is not None
 
     created_out = output_dir is None or not Path(output_dir).exists()
     out = Path(output_dir) if output_dir is not None else Path(_default_output_dir(spec.name, model_name, ctx))
@@ -249,7 +275,7 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
         save_total_limit=1,
         save_only_model=True,
         load_best_model_at_end=evaluating,
-        metric_for_best_model=best_metric if evaluating else None,
+        metric_for_best_model=main if evaluating else None,
         greater_is_better=True,
         train_sampling_strategy="group_by_length" if s["group_by_length"] else "random",
         length_column_name="length",
@@ -272,7 +298,7 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(s["early_stopping_patience"])))
     trainer = GlueTrainer(
         model=net, args=args, train_dataset=train_ds,
-        eval_dataset=(eval_ds[first_split] if len(eval_ds) == 1 else eval_ds) if evaluating else None,
+        eval_dataset=select_ds if evaluating else None,  # selection only: the GLUE dev set is never seen here
         processing_class=tokenizer, data_collator=collator, compute_metrics=glue_compute_metrics(spec),
         callbacks=callbacks, throughput=throughput, fgm_epsilon=s["fgm_epsilon"],
     )
@@ -318,4 +344,8 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
         settings={k: v for k, v in s.items() if k not in ("model_init_hook",)} | {"bf16": use_bf16,
                                                                                   "device": str(device)},
         throughput=t, log_history=list(trainer.state.log_history),
+        selection={"examples": len(raw_select) if raw_select is not None else 0,
+                   "metric": main if evaluating else None,
+                   "best_score": trainer.state.best_metric if evaluating else None,
+                   "idx": [int(i) for i in raw_select["idx"]] if raw_select is not None else []},
     )

@@ -47,6 +47,7 @@ from lmcourse.pretraining.evaluation import (
     mlm_evaluator,
     perf_row,
     token_counts,
+    unigram_cross_entropy,
 )
 from lmcourse.pretraining.loop import (
     TrainConfig,
@@ -100,4 +101,5 @@ __all__ = [
     "token_counts",
     "tokenize_segments",
     "train",
+    "unigram_cross_entropy",
 ]

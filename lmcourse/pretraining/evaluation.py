@@ -77,6 +77,15 @@ class UnigramMLM(nn.Module):
         return SimpleNamespace(logits=self.log_probs.expand(*input_ids.shape, -1))
 
 
+def unigram_cross_entropy(train_tokens: Tensor, eval_tokens: Tensor, vocab_size: int) -> float:
+    """Loss (nats per token) of the context-free unigram model on ``eval_tokens``: every position predicts the
+    add-one-smoothed token frequencies of ``train_tokens``. The causal-LM counterpart of :class:`UnigramMLM`:
+    a language model that uses its context must score below it, not just below the uniform ``ln V``."""
+    counts = 1.0 + torch.bincount(train_tokens.flatten().long().cpu(), minlength=vocab_size)[:vocab_size].double()
+    log_probs = (counts / counts.sum()).log()
+    return float(-log_probs[eval_tokens.flatten().long().cpu()].mean())
+
+
 def token_counts(features: Sequence[dict[str, Any]], vocab_size: int) -> Tensor:
     """How often each token id occurs in ``features`` (their ``input_ids``)."""
     counts = torch.zeros(vocab_size, dtype=torch.long)
