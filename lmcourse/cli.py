@@ -106,9 +106,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     executor = make_executor(args.backend, args.address, args.num_cpus)
     result = run_spec(spec, runs_dir=args.runs_dir, only=args.only, dry_run=args.dry_run, progress=not args.quiet,
-                      executor=executor)
+                      executor=executor, force_prepare=args.force_prepare)
     if args.dry_run:
         print(f"{spec.name}: {len(result.planned)} runs ({len(result.skipped)} already completed)")
+        if result.prepare:
+            print(f"prepare ({len(result.prepare_skipped)} of {len(result.prepare)} already made):")
+            print("\n".join(result.prepare_lines()))
         for run in result.planned:
             state = "done" if run.run_id in result.skipped else "todo"
             print(f"  [{state}] {run.run_id}  {Path(run.notebook).name}  {json.dumps(run.parameters, default=str)}")
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: one run after another here; ray: one Ray task per run (pip install lmcourse[cluster])")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://head:10001); default: start one")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a locally started Ray instance")
+    p.add_argument("--force-prepare", action="store_true",
+                   help="run the spec's prepare steps even when the models they produce already exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SHIPPED_DATA_DIR = REPO_ROOT / "data"  # benchmark specs, references, floors (committed)
+
+CHECKPOINTS_ENV = "LMCOURSE_CHECKPOINTS_DIR"
+DEFAULT_CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"  # git-ignored: models the notebooks publish
+
+
+def checkpoints_dir() -> Path:
+    """Where notebooks publish models for later ones (and benchmarks) to load: ``$LMCOURSE_CHECKPOINTS_DIR``,
+    else the checkout's ``checkpoints/``. Read at call time, so a kernel started with the variable sees it."""
+    value = os.environ.get(CHECKPOINTS_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_CHECKPOINTS_DIR

@@ -200,3 +200,185 @@ def test_smoke_spec_end_to_end(smoke_bench_local):
         assert r["trainable_params"] > 1e6 and r["peak_memory_bytes"] > 0 and r["git_commit"]
     board = sweep.leaderboard_file.read_text()
     assert "GLUE (2 tasks)" in board and "| minilm-l6 | smoke | sst2 | 1 |" in board
+
+
+# ------------------------------------------------------------------- models the matrix needs: prepare steps
+# A stand-in for notebook 05 (same name, so it may produce scratch-bert-*): publishes a tiny BERT, fails, or
+# completes without publishing anything, as asked.
+FAKE_PRETRAIN = """
+from lmcourse.tracking import record_metrics
+if mode == "fail":
+    raise RuntimeError("deliberate pretraining failure")
+if mode == "publish":
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from lmcourse.models import publish_scratch_bert, resolve
+    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    net = BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64))
+    print("published", publish_scratch_bert(net, tok, profile))
+record_metrics({"05/steps": 1})
+"""
+
+NEEDS_SCRATCH = """name: needs
+notebook: 50_fake.ipynb
+matrix:
+  task: [sst2]
+  model: [minilm-l6, scratch-bert-smoke]
+  seed: [0]
+  profile: [smoke]
+"""
+PREPARE_SMOKE = """prepare:
+  - notebook: 05_pretraining_mlm
+    profile: smoke
+    parameters: {run_transfer: false}
+    produces: scratch-bert-smoke
+"""
+
+
+@pytest.fixture
+def checkpoints(tmp_path, monkeypatch) -> Path:
+    """An empty checkpoints folder for this test (``$LMCOURSE_CHECKPOINTS_DIR``; kernels inherit it)."""
+    folder = tmp_path / "checkpoints"
+    monkeypatch.setenv("LMCOURSE_CHECKPOINTS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def fake_pretrain(bench_dir) -> Path:
+    """``05_pretraining_mlm.ipynb`` beside the specs of ``bench_dir``: the fake above."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = None\nseed = 0\nrun_transfer = True\nmode = "publish"',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(FAKE_PRETRAIN)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = bench_dir / "05_pretraining_mlm.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_model_that_is_not_there_and_no_step_makes_is_rejected_with_its_line(bench_dir, checkpoints):
+    path = _spec(bench_dir, NEEDS_SCRATCH)
+    with pytest.raises(SpecError) as err:
+        run_spec(path, runs_dir=bench_dir / "runs", progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{path}:5: model 'scratch-bert-smoke'")
+    assert str(checkpoints / "bert-mlm-smoke") in message
+    assert "`lmcourse run notebooks/05_pretraining_mlm.ipynb --profile smoke`" in message
+    assert "prepare: [{notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert-smoke}]" in message
+    assert not (bench_dir / "runs").exists()
+    # a run added with include: is pointed at by its own line
+    extra = NEEDS_SCRATCH.replace("scratch-bert-smoke", "minilm-l6") + "include:\n  - {model: scratch-bert}\n"
+    with pytest.raises(SpecError, match=r":9: model 'scratch-bert' .*--profile cpu"):
+        load_spec(_spec(bench_dir, extra))
+
+
+def test_a_prepare_step_that_makes_the_model_makes_the_spec_valid(bench_dir, checkpoints, capsys):
+    path = _spec(bench_dir, NEEDS_SCRATCH + PREPARE_SMOKE)
+    spec = load_spec(path)
+    assert len(spec.runs) == 2 and len(spec.prepare) == 1
+    step = spec.prepare[0]
+    assert (step.run_id, Path(step.notebook).name, step.produces) == ("prepare-1", "05_pretraining_mlm.ipynb",
+                                                                      "scratch-bert-smoke")
+    assert step.parameters == {"run_transfer": False, "profile": "smoke"} and not step.ready()
+    assert step.folder(bench_dir / "runs") == bench_dir / "runs" / "needs" / "prepare-1"
+    dry = run_spec(spec, runs_dir=bench_dir / "runs", dry_run=True, progress=False)
+    assert dry.prepare == [step] and dry.prepare_skipped == [] and dry.prepared == []
+    assert dry.prepare_lines() == ['  [todo] prepare-1  05_pretraining_mlm.ipynb  produces scratch-bert-smoke  '
+                                   '{"run_transfer": false, "profile": "smoke"}']
+    assert not (bench_dir / "runs").exists() and not checkpoints.exists()
+    # --only without the product's runs: the step is not needed
+    assert run_spec(spec, runs_dir=bench_dir / "runs", only="*minilm*", dry_run=True, progress=False).prepare == []
+    shipped = load_spec("cpu")
+    assert [(s.produces, Path(s.notebook).stem, s.parameters) for s in shipped.prepare] == [
+        ("scratch-bert", "05_pretraining_mlm", {"run_transfer": False, "profile": "cpu"})]
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert-smoke, seed: 1}",
+     r":9: prepare step 1: unknown key 'seed'"),
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke, produces: minilm-l6}",
+     r":9: prepare step 1: 'produces' must name a model a notebook makes, one of scratch-bert, scratch-bert-gpu"),
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert}",
+     r":9: prepare step 1: 'scratch-bert' is made by notebook 05_pretraining_mlm in the cpu profile, not by "
+     r"05_pretraining_mlm in the smoke profile"),
+    ("  - {notebook: 07_finetuning_glue, profile: smoke, produces: scratch-bert-smoke}",
+     r":9: prepare step 1: 'scratch-bert-smoke' is made by notebook 05_pretraining_mlm .* not by 07_finetuning_glue"),
+    ("  - {notebook: 05_pretraining_mlm, profile: laptop, produces: scratch-bert-smoke}",
+     r":9: prepare step 1: unknown profile 'laptop'"),
+    ("  - notebook: 05_pretraining_mlm\n    profile: smoke\n    produces: scratch-bert-smoke\n    parameters:\n"
+     "      lr: 0.1", r":13: prepare step 1: 05_pretraining_mlm.ipynb has no parameter 'lr'"),
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke, parameters: {profile: cpu}, produces: scratch-bert-smoke}",
+     r":9: prepare step 1: give the profile as the step's 'profile:' key"),
+    ("  - {notebook: 99_missing, profile: smoke, produces: scratch-bert-smoke}",
+     r":9: notebook '99_missing' not found"),
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke}", r":9: prepare step 1: 'produces' is required"),
+    ("  - {notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert-smoke}\n"
+     "  - {notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert-smoke}",
+     r":10: prepare step 2: another prepare step already produces 'scratch-bert-smoke'"),
+    ("  notebook: 05_pretraining_mlm", r":8: 'prepare' must be a list of mappings"),
+])
+def test_malformed_prepare_steps_fail_before_anything_runs(bench_dir, checkpoints, step, message):
+    path = _spec(bench_dir, NEEDS_SCRATCH + "prepare:\n" + step + "\n")
+    with pytest.raises(SpecError, match=message) as err:  # (a dry run: a check that let one through runs nothing)
+        run_spec(path, runs_dir=bench_dir / "runs", dry_run=True, progress=False)
+    assert str(err.value).startswith(f"{path}:")
+    assert not (bench_dir / "runs").exists() and not checkpoints.exists()
+
+
+def test_prepare_steps_run_once_before_the_matrix_and_fail_it_clearly(bench_dir, checkpoints, fake_pretrain):
+    runs = bench_dir / "runs"
+    prepare = PREPARE_SMOKE.replace("05_pretraining_mlm\n", "05_pretraining_mlm.ipynb\n")  # the fake beside it
+    failing = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{run_transfer: false}", "{mode: fail}"), "f.yaml")
+    with pytest.raises(LmcourseError, match=r"prepare-1 of 'needs' \(05_pretraining_mlm.ipynb, profile smoke, makes "
+                                            r"'scratch-bert-smoke'\) failed: RuntimeError: deliberate pretraining "
+                                            r"failure; its output notebook is .*The matrix was not started"):
+        run_spec(failing, runs_dir=runs, progress=False)
+    assert sorted(p.name for p in (runs / "needs").iterdir()) == ["prepare-1"]  # no run of the matrix started
+    silent = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{run_transfer: false}", "{mode: nothing}"), "s.yaml")
+    with pytest.raises(LmcourseError, match=r"completed but did not publish the model: model 'scratch-bert-smoke' "
+                                            r".*publish_scratch_bert"):
+        run_spec(silent, runs_dir=runs, progress=False)
+    assert sorted(p.name for p in (runs / "needs").iterdir()) == ["prepare-1"]
+
+    good = _spec(bench_dir, NEEDS_SCRATCH + prepare)
+    sweep = run_spec(good, runs_dir=runs, progress=False)
+    assert sweep.prepared == ["prepare-1"] and sweep.ok and len(sweep.completed) == 2
+    assert (checkpoints / "bert-mlm-smoke" / "model.safetensors").is_file()
+    assert json.loads((runs / "needs" / "prepare-1" / "metrics.json").read_text())["status"] == "completed"
+    assert len(load_results(sweep.results_file)) == 2  # the prepare step is not a row of the results
+    # a product that is there is not made again, unless forced
+    more = _spec(bench_dir, NEEDS_SCRATCH.replace("seed: [0]", "seed: [0, 1]") + prepare, "more.yaml")
+    again = run_spec(more, runs_dir=runs, progress=False)
+    assert again.prepare_skipped == ["prepare-1"] and again.prepared == [] and len(again.completed) == 2
+    stamp = (checkpoints / "bert-mlm-smoke" / "config.json").stat().st_mtime_ns
+    forced = run_spec(good, runs_dir=runs, progress=False, force_prepare=True)
+    assert forced.prepared == ["prepare-1"] and forced.completed == [] and len(forced.skipped) == 2
+    assert (checkpoints / "bert-mlm-smoke" / "config.json").stat().st_mtime_ns > stamp
+
+
+def test_pretrain_finetune_report_end_to_end(tmp_path, checkpoints):
+    """The cpu benchmark's path at smoke sizes: notebook 05 makes the scratch BERT in a prepare step, notebook
+    07 fine-tunes it in the matrix, notebook 09 reports on the results."""
+    from lmcourse.runner import run_notebook
+
+    spec_path = _spec(tmp_path, """name: pretrain-finetune
+notebook: 07_finetuning_glue
+parameters: {analysis: false}
+prepare:
+  - {notebook: 05_pretraining_mlm, profile: smoke, parameters: {run_transfer: false}, produces: scratch-bert-smoke}
+matrix: {model: [scratch-bert-smoke], task: [sst2], seed: [0], profile: [smoke]}
+""")
+    runs = tmp_path / "runs"
+    sweep = run_spec(spec_path, runs_dir=runs, progress=False)
+    product = checkpoints / "bert-mlm-smoke"
+    assert sweep.prepared == ["prepare-1"] and (product / "model.safetensors").is_file()
+    assert (product / "config.json").is_file() and (product / "tokenizer_config.json").is_file()
+    rows = load_results(sweep.results_file)
+    assert [(r["model"], r["task"], r["status"]) for r in rows] == [("scratch-bert-smoke", "sst2", "completed")], \
+        [r["error"] for r in rows]
+    assert 0.0 < rows[0]["score"] <= 1.0 and sweep.ok
+    report = run_notebook("09_benchmark_report", {"results": str(sweep.results_file)}, profile="smoke",
+                          runs_dir=runs, progress=False)
+    assert report.ok, report.error

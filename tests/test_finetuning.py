@@ -78,6 +78,7 @@ def test_finetune_tiny(task, tiny_bert, tmp_path):
     # selection used the held-out part of train, never the reported dev set
     assert res.selection["examples"] == 8 and res.selection["idx"] == list(held_out["idx"])
     assert not set(res.selection["idx"]) & set(raw["idx"])
+    assert list(res.train_examples["idx"]) == list(raw["idx"])  # what a baseline trains on
     if task == "stsb":  # a correlation: on another set of sentence pairs it would not come out the same
         net = _reload(best, task).eval()
         with torch.no_grad():

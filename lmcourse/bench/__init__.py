@@ -23,6 +23,20 @@ Spec format (``data/bench/*.yaml``)::
     exclude: []                      # partial mappings; a run matching one is dropped (optional)
     tolerance: 0.02                  # a task score this much below the previous results is a regression
     resources: {cpus: 2, gpus: 0}    # per run, for cluster backends (optional)
+    prepare:                         # notebooks run once before the matrix, to make a model it uses (optional)
+      - notebook: 05_pretraining_mlm # a notebook of notebooks/ or a path beside the spec
+        profile: cpu
+        parameters: {run_transfer: false}
+        produces: scratch-bert       # a short name a notebook publishes (lmcourse.models.KNOWN_MODELS)
+
+Validation happens before anything runs: every model a run names must be there now (a known short name
+whose weights can be located) or be the product of a prepare step; a ``produces`` must be the model that
+notebook makes in that profile (``scratch-bert`` is notebook 05 in the cpu profile, ``scratch-bert-smoke`` in
+smoke, ``scratch-bert-gpu`` in gpu). The sweep runs the steps whose product a pending run needs, here, into
+``runs/<bench>/prepare-<n>/``, skipping one whose product already exists (``force_prepare`` runs it again);
+a failing step, or one that does not publish its product, stops the sweep before the matrix starts. The
+products live in ``$LMCOURSE_CHECKPOINTS_DIR`` (default ``checkpoints/``), forwarded to Ray workers: on a
+cluster without a shared filesystem point it at storage the workers share.
 
 The parts: :mod:`~lmcourse.bench.spec` (parse and validate a spec into planned runs),
 :mod:`~lmcourse.bench.executors` (run a sweep here or on Ray), :mod:`~lmcourse.bench.results` (the results
@@ -38,6 +52,7 @@ from lmcourse.bench.executors import (
     MAX_SHIPPED_BYTES,
     Executor,
     SweepResult,
+    execute_prepare,
     execute_run,
     make_executor,
     run_spec,
@@ -59,13 +74,16 @@ from lmcourse.bench.results import (
 )
 from lmcourse.bench.spec import (
     AXES,
+    PREPARE_KEYS,
     RESOURCE_KEYS,
     SPEC_KEYS,
     BenchSpec,
     PlannedRun,
+    PrepareStep,
     find_spec,
     load_spec,
     make_run_id,
+    model_available,
     select_runs,
 )
 
@@ -75,6 +93,7 @@ __all__ = [
     "MAX_SHIPPED_BYTES",
     "METRIC_NAMES",
     "PERF_NAMES",
+    "PREPARE_KEYS",
     "REQUIRED_RESULT_COLUMNS",
     "RESOURCE_KEYS",
     "RESULT_COLUMNS",
@@ -82,9 +101,11 @@ __all__ = [
     "BenchSpec",
     "Executor",
     "PlannedRun",
+    "PrepareStep",
     "SweepResult",
     "aggregate",
     "collect_results",
+    "execute_prepare",
     "execute_run",
     "find_results",
     "find_spec",
@@ -96,6 +117,7 @@ __all__ = [
     "load_spec",
     "make_executor",
     "make_run_id",
+    "model_available",
     "result_row",
     "run_spec",
     "run_status",

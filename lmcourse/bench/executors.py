@@ -1,4 +1,5 @@
-"""Running a sweep: skip completed runs, execute the others here or on a Ray cluster, then aggregate."""
+"""Running a sweep: the spec's prepare steps first (here), then the matrix, skipping completed runs, here or
+on a Ray cluster; then aggregate."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from lmcourse.bench.results import aggregate
-from lmcourse.bench.spec import BenchSpec, PlannedRun, load_spec, select_runs
+from lmcourse.bench.spec import BenchSpec, PlannedRun, PrepareStep, load_spec, model_available, select_runs
 from lmcourse.errors import ArgumentError, LmcourseError, UnknownNameError
 from lmcourse.tracking import METRICS_FILE
 
 # Environment a cluster worker needs to see to behave like this process (data mirror, offline, profile).
-FORWARDED_ENV = ("LMCOURSE_DATA_DIR", "LMCOURSE_PROFILE", "LMCOURSE_THREADS", "LMCOURSE_DEVICE", "HF_HUB_OFFLINE",
-                 "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "MPLBACKEND")
+FORWARDED_ENV = ("LMCOURSE_DATA_DIR", "LMCOURSE_PROFILE", "LMCOURSE_THREADS", "LMCOURSE_DEVICE",
+                 "LMCOURSE_CHECKPOINTS_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME",
+                 "TOKENIZERS_PARALLELISM", "MPLBACKEND")
 MAX_SHIPPED_BYTES = 64 * 2**20
 
 #: Executes runs and calls ``done(run, metrics_json)`` for each as it finishes.
@@ -49,6 +51,30 @@ def execute_run(run: PlannedRun, runs_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((folder / METRICS_FILE).read_text())
 
 
+def execute_prepare(step: PrepareStep, runs_dir: str | os.PathLike) -> Path:
+    """Run one prepare step into ``runs/<bench>/prepare-<n>/`` and return where its product now resolves.
+
+    A failing notebook, or one that completes without publishing its product, raises
+    :class:`~lmcourse.errors.LmcourseError` naming the step and its output notebook.
+    """
+    from lmcourse.models import resolve
+    from lmcourse.runner import run_notebook
+
+    params = dict(step.parameters)
+    profile = params.pop("profile", None)
+    result = run_notebook(step.notebook, params, profile=profile, run_dir=step.folder(runs_dir), progress=False,
+                          extra_info={"bench": step.bench, "run_id": step.run_id, "produces": step.produces})
+    what = f"{step.run_id} of {step.bench!r} ({Path(step.notebook).name}, profile {profile}, makes {step.produces!r})"
+    if not result.ok:
+        raise LmcourseError(f"{what} {result.status}: {result.error}; its output notebook is {result.output}. "
+                            "The matrix was not started.")
+    reason = model_available(step.produces)
+    if reason is not None:
+        raise LmcourseError(f"{what} completed but did not publish the model: {reason}. The notebook must call "
+                            "lmcourse.models.publish_scratch_bert(...); the matrix was not started.")
+    return Path(resolve(step.produces))
+
+
 @dataclass
 class SweepResult:
     spec: BenchSpec
@@ -59,10 +85,22 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)
     results_file: Path | None = None
     leaderboard_file: Path | None = None
+    prepare: list[PrepareStep] = field(default_factory=list)  # the steps this sweep needs, in order
+    prepare_skipped: list[str] = field(default_factory=list)  # their run ids whose product was already there
+    prepared: list[str] = field(default_factory=list)  # their run ids that ran (and published their product)
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def prepare_lines(self) -> list[str]:
+        """One line per prepare step for listings (``--dry-run``): state, id, notebook, product, parameters."""
+        lines = []
+        for step in self.prepare:
+            state = "done" if step.run_id in self.prepare_skipped or step.run_id in self.prepared else "todo"
+            lines.append(f"  [{state}] {step.run_id}  {Path(step.notebook).name}  produces {step.produces}  "
+                         f"{json.dumps(step.parameters, default=str)}")
+        return lines
 
 
 # ------------------------------------------------------------------------------------------- executors
@@ -161,8 +199,14 @@ def make_executor(backend: str = "local", address: str | None = None, num_cpus: 
 # ------------------------------------------------------------------------------------------------ sweep
 def run_spec(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | None = None,
              only: str | None = None, dry_run: bool = False, progress: bool = True,
-             executor: Executor | None = None) -> SweepResult:
-    """Run (or with ``dry_run`` only list) a spec's runs, skipping completed ones; then aggregate."""
+             executor: Executor | None = None, force_prepare: bool = False) -> SweepResult:
+    """Run (or with ``dry_run`` only list) a spec's runs, skipping completed ones; then aggregate.
+
+    The spec's prepare steps whose product a run still to do uses run first, here and one after another, into
+    ``runs/<bench>/prepare-<n>/``; a step whose product already resolves is skipped. ``force_prepare`` runs
+    every step a selected run needs, even when its product is there (it is replaced).
+    A failing step raises :class:`~lmcourse.errors.LmcourseError` before any run of the matrix starts.
+    """
     from tqdm.auto import tqdm
 
     from lmcourse.runner import default_runs_dir
@@ -177,8 +221,21 @@ def run_spec(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | 
             result.skipped.append(run.run_id)
         else:
             todo.append(run)
+    # the models of the runs still to do (of every selected run when forced)
+    used = {str(r.parameters.get("model", "")).lower() for r in (planned if force_prepare else todo)}
+    result.prepare = [s for s in spec.prepare if s.produces in used]
+    for step in result.prepare:
+        if not force_prepare and step.ready():
+            result.prepare_skipped.append(step.run_id)
     if dry_run:
         return result
+    for step in result.prepare:
+        if step.run_id not in result.prepare_skipped:
+            if progress:
+                print(f"bench {spec.name}: {step.run_id}: {Path(step.notebook).name} makes {step.produces!r} ...",
+                      flush=True)
+            execute_prepare(step, runs_dir)
+            result.prepared.append(step.run_id)
     bar = tqdm(total=len(todo), desc=f"bench {spec.name}", unit="run", disable=not progress or not todo)
 
     def done(run: PlannedRun, summary: dict) -> None:

@@ -91,6 +91,7 @@ class FinetuneResult:
     throughput: dict[str, Any] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)  # the held-out part of train used to select
+    train_examples: Any = None  # datasets.Dataset of the (untokenised) examples trained on, for baselines
 
     @property
     def score(self) -> float:
@@ -348,4 +349,5 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
                    "metric": main if evaluating else None,
                    "best_score": trainer.state.best_metric if evaluating else None,
                    "idx": [int(i) for i in raw_select["idx"]] if raw_select is not None else []},
+        train_examples=raw_train,
     )

