@@ -224,14 +224,17 @@ class Throughput:
     tokens_times_length: int = 0
     _t0: float | None = None
 
-    def count(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> None:
-        """Count one batch of ``input_ids`` (and its mask, when padded)."""
+    def count(self, input_ids: Tensor, attention_mask: Tensor | None = None, useful: bool = True) -> None:
+        """Count one batch of ``input_ids`` (and its mask, when padded). ``useful=False`` counts computed work
+        only (padded tokens, e.g. a second adversarial pass), not useful tokens, examples or batches."""
         n_pad = int(input_ids.numel())
         self.padded_tokens += n_pad
+        self.tokens_times_length += n_pad * int(input_ids.shape[-1])
+        if not useful:
+            return
         self.tokens += int(attention_mask.sum()) if attention_mask is not None else n_pad
         self.examples += int(input_ids.shape[0]) if input_ids.dim() > 1 else 1
         self.batches += 1
-        self.tokens_times_length += n_pad * int(input_ids.shape[-1])
 
     def start(self) -> None:
         if self.device is not None:

@@ -71,17 +71,23 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def bench_dir(tmp_path) -> Path:
-    """A folder with the fake fine-tuning notebook ``50_fake.ipynb`` (specs written beside it find it)."""
+def write_fake_notebook(path: Path, parameters: str, body: str) -> Path:
+    """A two-cell notebook: ``parameters`` (the cell tagged ``parameters``) and ``body``, on the python3 kernel."""
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = None\nseed = 0\nmodel = "minilm-l6"\ntask = "sst2"\nfail = False',
-                                  metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(FAKE_FINETUNE)])
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "50_fake.ipynb")
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def bench_dir(tmp_path) -> Path:
+    """A folder with the fake fine-tuning notebook ``50_fake.ipynb`` (specs written beside it find it)."""
+    write_fake_notebook(tmp_path / "50_fake.ipynb",
+                        'profile = None\nseed = 0\nmodel = "minilm-l6"\ntask = "sst2"\nfail = False', FAKE_FINETUNE)
     return tmp_path
 
 

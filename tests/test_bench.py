@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_SPEC
+from conftest import GOOD_SPEC, write_fake_notebook
 from conftest import write_spec as _spec
 from lmcourse.bench import (
     RESULT_COLUMNS,
@@ -246,16 +246,8 @@ def checkpoints(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def fake_pretrain(bench_dir) -> Path:
     """``05_pretraining_mlm.ipynb`` beside the specs of ``bench_dir``: the fake above."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = None\nseed = 0\nrun_transfer = True\nmode = "publish"',
-                                  metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(FAKE_PRETRAIN)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = bench_dir / "05_pretraining_mlm.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_fake_notebook(bench_dir / "05_pretraining_mlm.ipynb",
+                               'profile = None\nseed = 0\nrun_transfer = True\nmode = "publish"', FAKE_PRETRAIN)
 
 
 def test_a_model_that_is_not_there_and_no_step_makes_is_rejected_with_its_line(bench_dir, checkpoints):

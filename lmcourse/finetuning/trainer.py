@@ -57,12 +57,7 @@ class ThroughputCallback(TrainerCallback):
     def count(self, inputs: dict[str, Any], useful: bool = True) -> None:
         """Count one training batch (``input_ids`` and usually ``attention_mask``). ``useful=False`` counts
         computed work only (padded tokens, e.g. FGM's second pass), not useful tokens or examples."""
-        if useful:
-            self.meter.count(inputs["input_ids"], inputs.get("attention_mask"))
-        else:
-            ids = inputs["input_ids"]
-            self.meter.padded_tokens += int(ids.numel())
-            self.meter.tokens_times_length += int(ids.numel()) * int(ids.shape[-1])
+        self.meter.count(inputs["input_ids"], inputs.get("attention_mask"), useful=useful)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._memory.start()
