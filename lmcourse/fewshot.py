@@ -146,10 +146,3 @@ def fewshot_curve(task: str, train_X: np.ndarray, train_y: np.ndarray, eval_X: n
                 rows.append({"k": k, "seed": seed, "method": head, "score": task_score(spec.name, m)})
     return rows
 
-
-def summarize(rows: Sequence[dict[str, Any]], by: Sequence[str] = ("method", "k"), value: str = "score"):
-    """Mean and standard deviation of ``value`` per group, as a DataFrame."""
-    import pandas as pd
-
-    df = pd.DataFrame(list(rows))
-    return df.groupby(list(by))[value].agg(["mean", "std", "count"]).reset_index()

@@ -101,7 +101,7 @@ PROFILES: dict[str, Profile] = {
                      "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
                      "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2,
                      "clm_embd": 64, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 20, "clm_eval_iters": 4,
-                     "wiki_steps": 80, "final_eval_iters": 8, "sample_chars": 80,
+                     "wiki_steps": 80, "final_eval_iters": 8, "sample_chars": 80, "clm_seeds": (0,),
                      "kv_layers": 2, "kv_embd": 64, "kv_block": 128, "gen_lengths": [16, 32, 64], "gen_repeats": 1},
         finetune_tasks={
             "_default": {"max_train_samples": 256, "num_epochs": 2, "learning_rate": 1e-4, "max_length": 64,
@@ -113,7 +113,8 @@ PROFILES: dict[str, Profile] = {
                      "peft_tasks": ("sst2",), "peft_methods": ("full", "bitfit", "lora", "adapter", "prompt"),
                      "peft_train": 96, "peft_eval": 64, "peft_epochs": 1,
                      "fewshot_pool": 256, "fewshot_eval": 128, "fewshot_ks": (8, 16), "fewshot_seeds": (0, 1),
-                     "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_epochs": 3},
+                     "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_steps": 4,
+                     "ablation_seeds": (0, 1), "speed_seeds": (0,), "peft_seeds": (0,)},
     ),
     "cpu": Profile(
         name="cpu",
@@ -136,6 +137,7 @@ PROFILES: dict[str, Profile] = {
                      "clm_steps": 2000, "clm_batch": 12, "clm_block": 64, "clm_layers": 4, "clm_heads": 4,
                      "clm_embd": 128, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
                      "clm_eval_iters": 20, "wiki_steps": 1000, "final_eval_iters": 100, "sample_chars": 300,
+                     "clm_seeds": (0, 1, 2),
                      "kv_layers": 4, "kv_embd": 256, "kv_block": 512, "gen_lengths": [32, 64, 128, 256, 448],
                      "gen_repeats": 2},
         # a few minutes per task on 2 uncontended cores (bf16); tasks with long pairs get fewer epochs
@@ -149,14 +151,17 @@ PROFILES: dict[str, Profile] = {
             "rte": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 5e-5},
             "wnli": {"max_train_samples": None, "num_epochs": 2, "learning_rate": 2e-5},
         },
-        experiments={"tasks": ("cola", "sst2", "mrpc", "stsb", "rte", "wnli"), "ablation_train": 2000,
-                     "ablation_epochs": 3, "ablation_eval": None, "ablation_configs": _ALL_ABLATIONS,
-                     "speed_train": 1000, "speed_eval": 256,
-                     "peft_tasks": ("sst2", "mrpc"), "peft_methods": _ALL_PEFT,
-                     "peft_train": 3000, "peft_eval": None, "peft_epochs": 3,
+        # every comparison over 3 seeds (mean ± std); sizes chosen so 07 and 08 each fit in about 20 minutes
+        experiments={"tasks": ("cola", "sst2", "mrpc", "stsb", "rte", "wnli"), "ablation_train": 1000,
+                     "ablation_epochs": 2, "ablation_eval": None,
+                     "ablation_configs": ("baseline", "no weight decay", "no dropout", "early stopping (patience 1)",
+                                          "FGM ε=1"),
+                     "ablation_seeds": (0, 1, 2), "speed_train": 500, "speed_eval": 256, "speed_seeds": (0, 1, 2),
+                     "peft_tasks": ("sst2",), "peft_methods": ("full", "bitfit", "lora", "adapter", "prompt"),
+                     "peft_train": 2000, "peft_eval": None, "peft_epochs": 2, "peft_seeds": (0, 1, 2),
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
-                     "fewshot_ft_epochs": 10},
+                     "fewshot_ft_steps": 60},
     ),
     "gpu": Profile(
         name="gpu",
@@ -176,6 +181,7 @@ PROFILES: dict[str, Profile] = {
                      "clm_steps": 5000, "clm_batch": 64, "clm_block": 256, "clm_layers": 6, "clm_heads": 6,
                      "clm_embd": 384, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
                      "clm_eval_iters": 200, "wiki_steps": 5000, "final_eval_iters": 200, "sample_chars": 500,
+                     "clm_seeds": (0, 1, 2),
                      "kv_layers": 12, "kv_embd": 768, "kv_block": 1024, "gen_lengths": [64, 128, 256, 512, 960],
                      "gen_repeats": 3},
         finetune_tasks={
@@ -189,7 +195,8 @@ PROFILES: dict[str, Profile] = {
                      "peft_train": None, "peft_eval": None, "peft_epochs": 3,
                      "fewshot_pool": None, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64),
-                     "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_epochs": 10},
+                     "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_steps": 100,
+                     "ablation_seeds": (0, 1, 2), "speed_seeds": (0, 1, 2), "peft_seeds": (0, 1, 2)},
     ),
 }
 
