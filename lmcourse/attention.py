@@ -279,12 +279,54 @@ def softmax_saturation(d_k: int, n_keys: int = 64, n_queries: int = 256, scaled:
 
 
 def peak_activation_bytes(fn: Callable[[], Any]) -> int:
-    """Peak memory of the tensors ``fn()`` allocates (its inputs excluded); runs ``fn`` once."""
+    """Peak memory of the tensors ``fn()``'s ops return (its inputs excluded); runs ``fn`` once.
+
+    A ``TorchDispatchMode`` sees op outputs only: memory a fused kernel allocates for itself and frees
+    before it returns (tiles, per-thread buffers) is invisible here; :func:`peak_allocated_bytes` sees it.
+    """
     tracker = PeakTensorMemory()
     with tracker:
         result = fn()
     del result
     return tracker.peak
+
+
+ALLOCATOR_DEVICES = ("cpu", "cuda")
+
+
+def peak_allocated_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu") -> int:
+    """Peak bytes the device's allocator handed out while ``fn()`` ran, above the level at its start.
+
+    Counts every allocation — op outputs *and* a kernel's internal scratch — which a dispatch mode
+    (:func:`peak_activation_bytes`) cannot see. CUDA: the caching allocator's peak statistic
+    (``torch.cuda.max_memory_allocated``). CPU: the allocator events that ``torch.profiler`` records with
+    ``profile_memory=True``, summed in time order. Other devices raise :class:`ArgumentError`.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        del result
+        return int(torch.cuda.max_memory_allocated(device) - start)
+    if device.type != "cpu":
+        raise ArgumentError(f"peak_allocated_bytes: no allocator statistics for device {device.type!r}; "
+                            f"supported: {', '.join(ALLOCATOR_DEVICES)}")
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+        del result
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
+    current = peak = 0
+    for _, nbytes in events:  # + on allocation, - on free
+        current += nbytes
+        peak = max(peak, current)
+    return int(peak)
 
 
 ATTENTION_IMPLS: dict[str, Callable[..., Tensor]] = {
@@ -297,11 +339,14 @@ def measure_attention_cost(seq_lens: Sequence[int], ctx: RunContext, batch: int 
                            head_dim: int = 32, repeats: int = 3, impls: Sequence[str] = ("ours", "sdpa"),
                            causal: bool = False, dtype: torch.dtype = torch.float32, progress: bool = True
                            ) -> list[dict[str, Any]]:
-    """Time (best of ``repeats``) and peak activation memory of attention for each length and impl, on
-    ``ctx.device`` (the sizes of a chapter come from ``ctx.profile.attention_cost``).
+    """Time (best of ``repeats``) and peak memory of attention for each length and impl, on ``ctx.device``
+    (the sizes of a chapter come from ``ctx.profile.attention_cost``).
 
     Inputs are drawn on the CPU (seeded by the length, so every device sees the same numbers) and moved to
-    the device; timings wait for the device (:func:`lmcourse.measurement.synchronize`).
+    the device; timings wait for the device (:func:`lmcourse.measurement.synchronize`). Two memory numbers:
+    ``peak_bytes``, everything the allocator handed out during the call, a fused kernel's scratch included
+    (:func:`peak_allocated_bytes`, on CPU and CUDA; ``None`` elsewhere), and ``tensor_peak_bytes``, the op
+    outputs a dispatch mode sees (:func:`peak_activation_bytes`, any device).
     """
     from tqdm.auto import tqdm
 
@@ -324,9 +369,12 @@ def measure_attention_cost(seq_lens: Sequence[int], ctx: RunContext, batch: int 
                     fn(q, k, v, is_causal=causal)
                     synchronize(device)
                     best = min(best, time.perf_counter() - t0)
-                mem = peak_activation_bytes(lambda f=fn, q=q, k=k, v=v: f(q, k, v, is_causal=causal))
-            rows.append({"impl": name, "seq_len": T, "seconds": best, "peak_bytes": mem,
-                         "score_matrix_bytes": batch * heads * T * T * q.element_size(), "device": str(q.device)})
+                call = lambda f=fn, q=q, k=k, v=v: f(q, k, v, is_causal=causal)  # noqa: E731
+                tensors = peak_activation_bytes(call)
+                allocated = peak_allocated_bytes(call, q.device) if q.device.type in ALLOCATOR_DEVICES else None
+            rows.append({"impl": name, "seq_len": T, "seconds": best, "peak_bytes": allocated,
+                         "tensor_peak_bytes": tensors, "score_matrix_bytes": batch * heads * T * T * q.element_size(),
+                         "device": str(q.device)})
     return rows
 
 

@@ -200,6 +200,38 @@ def test_peak_activation_bytes_sees_score_matrix():
     assert A.peak_activation_bytes(lambda: torch.zeros(1000)) == 4000
 
 
+def test_peak_allocated_bytes_sees_what_a_dispatch_mode_cannot():
+    """Memory a kernel allocates and frees inside itself is invisible to a dispatch mode; the allocator sees
+    it. Modelled here by ops run with the dispatch modes switched off, as inside a fused C++ kernel."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    def hidden_scratch():
+        with _disable_current_modes():
+            scratch = torch.ones(1 << 18)  # 1 MiB of float32, freed before the result is returned
+            total = scratch.sum()
+            del scratch
+        return total.clone()
+
+    assert A.peak_activation_bytes(hidden_scratch) < 1 << 10
+    assert A.peak_allocated_bytes(hidden_scratch) >= 1 << 20
+    assert A.peak_allocated_bytes(lambda: torch.zeros(1000)) == 4000
+    with pytest.raises(ArgumentError):
+        A.peak_allocated_bytes(lambda: torch.zeros(10, device="meta"), "meta")
+
+
+def test_peak_allocated_bytes_of_naive_and_fused_attention():
+    """Doubling T: the naive peak (scores + weights) grows 4x; SDPA's fused CPU kernel, scratch included,
+    at most 2x (its output grows 2x, its per-thread blocks not at all at these lengths)."""
+    naive, fused = {}, {}
+    for T in (1024, 2048):
+        q, k, v = _qkv(1, 1, T, T, 16)
+        naive[T] = A.peak_allocated_bytes(lambda q=q, k=k, v=v: A.scaled_dot_product_attention(q, k, v))
+        fused[T] = A.peak_allocated_bytes(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+        assert naive[T] >= 2 * T * T * 4 and fused[T] >= q.numel() * 4  # two score matrices; the output
+    assert 3.5 < naive[2048] / naive[1024] < 4.5
+    assert fused[2048] / fused[1024] < 2.2
+
+
 def _ctx(device: str = "cpu"):
     return resolve_context("smoke", device="cpu", bf16=False, threads=2).with_changes(device=device)
 
@@ -207,8 +239,11 @@ def _ctx(device: str = "cpu"):
 def test_measure_attention_cost_and_slope():
     rows = A.measure_attention_cost([64, 128], _ctx(), heads=2, head_dim=8, repeats=1, progress=False)
     assert {(r["impl"], r["seq_len"]) for r in rows} == {("ours", 64), ("ours", 128), ("sdpa", 64), ("sdpa", 128)}
-    ours = [r["peak_bytes"] for r in rows if r["impl"] == "ours"]
-    assert 3.5 < ours[1] / ours[0] < 4.5  # quadratic memory
+    for key in ("peak_bytes", "tensor_peak_bytes"):
+        ours = [r[key] for r in rows if r["impl"] == "ours"]
+        assert 3.5 < ours[1] / ours[0] < 4.5, key  # quadratic memory
+    sdpa = [r for r in rows if r["impl"] == "sdpa"]
+    assert all(r["peak_bytes"] >= r["tensor_peak_bytes"] > 0 for r in sdpa)  # the allocator sees the outputs too
     assert {r["device"] for r in rows} == {"cpu"}
     x = [1, 2, 4, 8]
     assert math.isclose(A.loglog_slope(x, [3 * t**2 for t in x]), 2.0, rel_tol=1e-9)
@@ -221,6 +256,7 @@ def test_measure_attention_cost_runs_on_the_context_device():
     rows report the device the inputs were on. Computing on the CPU despite the context would say "cpu"."""
     rows = A.measure_attention_cost([32, 64], _ctx("meta"), heads=2, head_dim=8, repeats=1, progress=False)
     assert len(rows) == 4 and {r["device"] for r in rows} == {"meta"}
+    assert {r["peak_bytes"] for r in rows} == {None}  # no allocator statistics on meta: not made up
 
 
 def test_measure_attention_cost_waits_for_the_device(monkeypatch):
