@@ -10,7 +10,10 @@ Everything a chapter on word vectors needs, small enough to read:
 - GloVe (Pennington et al. 2014): distance-weighted co-occurrence counts, the weighted least-squares
   loss with f(x) = min(1, (x/x_max)^alpha), AdaGrad, and word vectors W + W~;
 - an evaluation that wraps *our* vectors as gensim ``KeyedVectors``, so WordSim-353, SimLex-999 and the
-  Google analogies are scored by exactly the code that scores gensim's own ``Word2Vec``.
+  Google analogies are scored by exactly the code that scores gensim's own ``Word2Vec``, and an independent
+  Spearman (NumPy cosines, scipy) that checks the wrapping and gensim's reading of the pair files;
+- both skip-grams trained once per seed (:func:`sgns_over_seeds`) and a random-vector floor
+  (:func:`random_baseline`), one row per run, for :mod:`lmcourse.spread`'s mean ± std and comparisons.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class EmbeddingSizes:
     glove_lr: float = 0.05
     x_max: float = 100.0
     alpha: float = 0.75
+    seeds: tuple[int, ...] = (0,)  # the comparison of the two skip-grams runs once per seed (mean ± std)
 
     @classmethod
     def from_profile(cls, profile: str | Profile | None = None) -> EmbeddingSizes:
@@ -565,6 +569,90 @@ def evaluate_vectors(kv, analogies: bool = True) -> dict[str, float]:
         if isinstance(v, float) and math.isnan(v):
             out[k] = 0.0 if k.endswith("_spearman") or k.endswith("_pearson") else v
     return out
+
+
+def word_pair_spearman(words: Sequence[str], vectors: np.ndarray, name: str = "wordsim353") -> tuple[float, int, int]:
+    """Spearman between a benchmark's human ratings and the cosine similarities of ``vectors`` (row i is the
+    vector of ``words[i]``), computed directly with NumPy and scipy -- none of gensim's evaluation code.
+
+    Pairs are read as gensim reads them (``#`` lines are comments; ``word<TAB>word<TAB>rating``; words compared
+    case-insensitively, the first of several case variants wins) and pairs with an out-of-vocabulary word are
+    skipped. Returns ``(spearman, pairs used, pairs in the file)``: a check on :func:`evaluate_vectors`, which
+    must agree with it on any vectors it was given through :func:`to_keyed_vectors`."""
+    from gensim.test.utils import datapath
+    from scipy.stats import spearmanr
+
+    if name not in ("wordsim353", "simlex999"):
+        raise UnknownNameError(f"unknown word-pair benchmark {name!r}; use 'wordsim353' or 'simlex999'")
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != len(words):
+        raise ArgumentError(f"need one vector per word: {len(words)} words, vectors of shape {x.shape}")
+    index: dict[str, int] = {}
+    for i, w in enumerate(words):
+        index.setdefault(w.lower(), i)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    gold, model, total = [], [], 0
+    with open(datapath(BENCHMARKS[name]), encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            parts = line.rstrip("\n").split("\t")
+            try:
+                a, b, rating = parts[0].lower(), parts[1].lower(), float(parts[2])
+            except (ValueError, IndexError):  # gensim skips a malformed line too
+                continue
+            if len(parts) != 3:
+                continue
+            total += 1
+            if a in index and b in index:
+                gold.append(rating)
+                model.append(float(x[index[a]] @ x[index[b]]))
+    if len(gold) < 3:
+        return 0.0, len(gold), total
+    return float(spearmanr(gold, model)[0]), len(gold), total
+
+
+# ------------------------------------------------------------------------------------------- seeds
+OURS_SGNS, GENSIM_SGNS, RANDOM_VECTORS = "ours SGNS (torch)", "gensim SGNS", "random vectors"
+#: the scores compared over seeds (keys of :func:`evaluate_vectors`)
+SEED_METRICS = ("wordsim353_spearman", "simlex999_spearman", "analogy_accuracy")
+
+
+def score_row(model: str, seed: int, kv, result: TrainResult | None = None, analogies: bool = True
+              ) -> dict[str, Any]:
+    """One run as a row for :mod:`lmcourse.spread`: model, seed, the :func:`evaluate_vectors` scores and, for
+    a trained model, its training seconds and words/s."""
+    row: dict[str, Any] = {"model": model, "seed": seed, **evaluate_vectors(kv, analogies=analogies)}
+    if result is not None:
+        row.update({"train s": result.seconds, "words/s": result.words_per_second})
+    return row
+
+
+def sgns_over_seeds(sentences: Sequence[Sequence[str]], vocab: Vocab, corpus: EncodedCorpus, ctx: RunContext,
+                    sizes: EmbeddingSizes, seeds: Iterable[int], progress: bool = False) -> list[dict[str, Any]]:
+    """Our skip-gram (:func:`train_sgns`) and gensim's (:func:`train_gensim`) trained once per seed with the
+    sizes of ``sizes``, each run with ``ctx.with_changes(seed=s)`` (the seed is the only thing that changes),
+    and scored: rows ``[ours seed s, gensim seed s, ...]`` as :func:`score_row` makes them."""
+    rows = []
+    for s in seeds:
+        run = ctx.with_changes(seed=int(s))
+        ours = train_sgns(corpus, vocab, run, dim=sizes.dim, window=sizes.window, negative=sizes.negative,
+                          epochs=sizes.epochs, sample=sizes.sample, batch_size=sizes.batch_size, lr=sizes.lr,
+                          progress=progress)
+        rows.append(score_row(OURS_SGNS, run.seed, to_keyed_vectors(vocab.words, ours.vectors), ours))
+        gmodel, gres = train_gensim(sentences, run, dim=sizes.dim, window=sizes.window, negative=sizes.negative,
+                                    epochs=sizes.epochs, sample=sizes.sample, min_count=sizes.min_count,
+                                    max_vocab=sizes.max_vocab)
+        rows.append(score_row(GENSIM_SGNS, run.seed, gmodel.wv, gres))
+    return rows
+
+
+def random_baseline(words: Sequence[str], dim: int, seeds: Iterable[int], analogies: bool = False
+                    ) -> list[dict[str, Any]]:
+    """The floor a trained model must clear: standard-normal random vectors for the same words, one draw per
+    seed (``numpy.random.default_rng(seed)``), scored like the models (word pairs only unless ``analogies``)."""
+    return [score_row(RANDOM_VECTORS, int(s), to_keyed_vectors(words, np.random.default_rng(int(s)).normal(
+        size=(len(words), dim))), analogies=analogies) for s in seeds]
 
 
 def nearest_words(kv, words: Sequence[str], topn: int = 5) -> dict[str, list[str]]:

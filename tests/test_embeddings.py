@@ -100,6 +100,10 @@ def test_sizes_come_from_the_profile_table():
         E.EmbeddingSizes.from_profile("huge")
     with pytest.raises(ArgumentError, match="unknown word-embedding size"):
         E.EmbeddingSizes.from_profile(get_profile("smoke").with_overrides(embeddings={"dim": 8, "epoch": 1}))
+    # the skip-gram comparison runs over the profile's seeds: several where it is read as a finding
+    for name, prof in PROFILES.items():
+        assert E.EmbeddingSizes.from_profile(name).seeds == tuple(prof.embeddings.get("seeds", (0,)))
+    assert len(set(E.EmbeddingSizes.from_profile("cpu").seeds)) >= 3
 
 
 def test_load_sentences_smoke_slice():
@@ -341,21 +345,33 @@ def test_glove_training_decreases_loss():
 
 
 # ------------------------------------------------------------------------------------------- evaluation
+def _benchmark_words(simlex: bool = False) -> list[str]:
+    """The WordSim-353 words (and SimLex-999's), and those of the first analogy section (capitals)."""
+    from gensim.test.utils import datapath
+
+    words = set()
+    for name in ["wordsim353.tsv", *(["simlex999.txt"] if simlex else [])]:
+        with open(datapath(name), encoding="utf-8") as f:
+            for line in f:
+                if not line.startswith("#"):
+                    words.update(w.lower() for w in line.split("\t")[:2])
+    with open(datapath("questions-words.txt"), encoding="utf-8") as f:
+        for line in itertools.islice(f, 1, 300):  # the first section (capitals): a few dozen words
+            words.update(w.lower() for w in line.split())
+    return sorted(words)
+
+
+def _benchmark_corpus(n_sent: int = 600) -> list[list[str]]:
+    rng = np.random.default_rng(0)
+    vocab = _benchmark_words()
+    return [list(rng.choice(vocab, 12)) for _ in range(n_sent)]
+
+
 def test_evaluation_on_wrapped_vectors_equals_gensim():
     from gensim.models import Word2Vec
     from gensim.test.utils import datapath
 
-    words = set()
-    with open(datapath("wordsim353.tsv"), encoding="utf-8") as f:
-        for line in f:
-            if not line.startswith("#"):
-                words.update(w.lower() for w in line.split("\t")[:2])
-    with open(datapath("questions-words.txt"), encoding="utf-8") as f:
-        for line in itertools.islice(f, 1, 300):  # the first section (capitals): a few dozen words
-            words.update(w.lower() for w in line.split())
-    rng = np.random.default_rng(0)
-    vocab = sorted(words)
-    corpus = [list(rng.choice(vocab, 12)) for _ in range(600)]
+    corpus = _benchmark_corpus()
     model = Word2Vec(corpus, vector_size=16, min_count=1, sg=1, workers=1, epochs=1, seed=0)
     kv = E.to_keyed_vectors(model.wv.index_to_key, model.wv.vectors)
     ours = E.evaluate_vectors(kv)
@@ -379,3 +395,65 @@ def test_nearest_words_and_pca():
 
     ref = PCA(2).fit_transform(x)
     np.testing.assert_allclose(np.abs(y), np.abs(ref), atol=1e-8)  # same up to the sign of each axis
+
+
+def test_word_pair_spearman_is_gensims_number_computed_independently():
+    """On random vectors (some benchmark words missing, one present twice in two cases) the direct NumPy/scipy
+    Spearman equals gensim's ``evaluate_word_pairs``; the same vectors attached to the wrong words give another
+    number, which is what makes the notebook's check of the wrapping able to fail."""
+    rng = np.random.default_rng(0)
+    words = [w for w in _benchmark_words(simlex=True) if rng.random() < 0.8]  # ~20% of the words OOV
+    words = [*words[:5], words[3].upper(), *words[5:]]  # a case variant after its lower-case twin
+    vectors = rng.normal(size=(len(words), 12))
+    kv = E.to_keyed_vectors(words, vectors)
+    from gensim.test.utils import datapath
+
+    for name, file in [("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt")]:
+        rho, used, total = E.word_pair_spearman(words, vectors, name)
+        _, ref, oov = kv.evaluate_word_pairs(datapath(file))
+        assert rho == pytest.approx(ref[0], abs=1e-6)
+        assert total == {"wordsim353": 353, "simlex999": 999}[name]
+        assert 1 - used / total == pytest.approx(oov / 100, abs=1e-12) and 0.2 < oov / 100 < 0.8
+        shuffled = E.word_pair_spearman(words[::-1], vectors, name)[0]
+        assert abs(shuffled - rho) > 1e-3
+    with pytest.raises(UnknownNameError):
+        E.word_pair_spearman(words, vectors, "men3000")
+    with pytest.raises(ArgumentError):
+        E.word_pair_spearman(words[:3], vectors)
+
+
+def test_sgns_over_seeds_trains_each_seed_through_the_context():
+    """Rows for (ours, gensim) x seeds, each equal to a direct run with ``ctx.with_changes(seed=s)``; the
+    caller's context has another seed, so a helper that trained every seed with it (or with a fixed seed)
+    fails, and so does one that mixed up the two implementations or skipped a seed."""
+    corpus = _benchmark_corpus(300)
+    vocab = E.build_vocab(corpus, min_count=1)
+    enc = E.encode_corpus(corpus, vocab)
+    sizes = E.EmbeddingSizes(wikitext_splits=(), glue_tasks=(), dim=8, epochs=1, min_count=1, window=3,
+                             batch_size=512, seeds=(3, 4))
+    ctx = _ctx(0).with_changes(threads=1)  # one gensim worker: deterministic
+    rows = E.sgns_over_seeds(corpus, vocab, enc, ctx, sizes, sizes.seeds)
+    assert [(r["model"], r["seed"]) for r in rows] == [(E.OURS_SGNS, 3), (E.GENSIM_SGNS, 3),
+                                                       (E.OURS_SGNS, 4), (E.GENSIM_SGNS, 4)]
+    run = ctx.with_changes(seed=3)
+    ours = E.train_sgns(enc, vocab, run, dim=8, window=3, epochs=1, batch_size=512, progress=False)
+    gmodel, _ = E.train_gensim(corpus, run, dim=8, window=3, epochs=1, min_count=1)
+    direct = [E.evaluate_vectors(E.to_keyed_vectors(vocab.words, ours.vectors)), E.evaluate_vectors(gmodel.wv)]
+    for row, ref in zip(rows[:2], direct):
+        assert {m: row[m] for m in E.SEED_METRICS} == {m: ref[m] for m in E.SEED_METRICS}
+    for model in (0, 1):  # another seed, other vectors, other scores
+        assert rows[model]["wordsim353_spearman"] != rows[model + 2]["wordsim353_spearman"]
+    assert all(r["train s"] > 0 and r["words/s"] > 0 and set(E.SEED_METRICS) <= set(r) for r in rows)
+
+
+def test_random_baseline_is_one_seeded_draw_per_seed():
+    words = _benchmark_words()
+    rows = E.random_baseline(words, 16, (0, 1))
+    assert [(r["model"], r["seed"]) for r in rows] == [(E.RANDOM_VECTORS, 0), (E.RANDOM_VECTORS, 1)]
+    assert rows == E.random_baseline(words, 16, (0, 1))  # seeded
+    assert rows[0]["wordsim353_spearman"] != rows[1]["wordsim353_spearman"]
+    assert all(abs(r["wordsim353_spearman"]) < 0.3 for r in rows)  # random vectors know nothing of similarity
+    assert "analogy_accuracy" not in rows[0] and "train s" not in rows[0]
+    expected = E.evaluate_vectors(E.to_keyed_vectors(words, np.random.default_rng(1).normal(size=(len(words), 16))),
+                                  analogies=False)
+    assert {k: rows[1][k] for k in expected} == expected
