@@ -101,12 +101,33 @@ def cmd_course(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lmcourse.bench import load_spec, make_executor, run_spec
+    from lmcourse.bench import (
+        compare_with_shipped,
+        comparison_summary,
+        load_results,
+        load_shipped,
+        load_spec,
+        make_executor,
+        run_spec,
+        ship_results,
+    )
+    from lmcourse.errors import ArgumentError
 
+    if args.allow_incomplete and not args.ship:
+        raise ArgumentError("--allow-incomplete only applies to --ship")
+    if args.ship and (args.only or args.dry_run):
+        raise ArgumentError("--ship ships the whole finished sweep and runs nothing: drop --only/--dry-run")
     spec = load_spec(args.spec)
+    if args.ship:
+        folder = ship_results(spec, runs_dir=args.runs_dir, shipped_dir=args.shipped_dir,
+                              allow_incomplete=args.allow_incomplete)
+        shipped = load_shipped(spec.name, folder.parent)
+        print(f"shipped {shipped.describe()}")
+        print("\n".join(f"  {folder / name}" for name in ("results.csv", "manifest.yaml", "leaderboard.md")))
+        return 0
     executor = make_executor(args.backend, args.address, args.num_cpus)
     result = run_spec(spec, runs_dir=args.runs_dir, only=args.only, dry_run=args.dry_run, progress=not args.quiet,
-                      executor=executor, force_prepare=args.force_prepare)
+                      executor=executor, force_prepare=args.force_prepare, shipped_dir=args.shipped_dir)
     if args.dry_run:
         print(f"{spec.name}: {len(result.planned)} runs ({len(result.skipped)} already completed)")
         if result.prepare:
@@ -121,6 +142,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if result.results_file and result.leaderboard_file:
         print(f"results: {result.results_file}\nleaderboard: {result.leaderboard_file}")
         print(result.leaderboard_file.read_text(encoding="utf-8"))
+        shipped = load_shipped(spec.name, args.shipped_dir)
+        if shipped is not None:
+            print(comparison_summary(compare_with_shipped(load_results(result.results_file), shipped), shipped))
     return 0 if result.ok else 1
 
 
@@ -167,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a locally started Ray instance")
     p.add_argument("--force-prepare", action="store_true",
                    help="run the spec's prepare steps even when the models they produce already exist")
+    p.add_argument("--ship", action="store_true",
+                   help="run nothing: copy the finished sweep's results into data/results/<bench>/ (results.csv, "
+                        "manifest.yaml, leaderboard.md); refuses a sweep with failed or missing runs")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="with --ship: ship a sweep with failed or missing runs anyway (the manifest says so)")
+    p.add_argument("--shipped-dir", default=None,
+                   help="the shipped results to ship into and compare with (default: the checkout's data/results)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
 

@@ -6,26 +6,36 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import GOOD_SPEC, write_fake_notebook
 from conftest import write_spec as _spec
 from lmcourse.bench import (
     RESULT_COLUMNS,
+    SHIPPED_RESULTS_DIR,
+    ShippedResults,
+    compare_with_shipped,
+    comparison_markdown,
+    comparison_summary,
     find_results,
     find_spec,
+    is_shipped,
     leaderboard,
     load_reference_entries,
     load_references,
     load_results,
+    load_shipped,
     load_spec,
     make_run_id,
     result_row,
     run_spec,
     select_runs,
+    ship_results,
     validate_results,
 )
 from lmcourse.cli import main as cli_main
 from lmcourse.errors import ArgumentError, LmcourseError, SpecError
+from lmcourse.spread import NO_DIFFERENCE
 
 
 def test_spec_expands_the_matrix(bench_dir):
@@ -200,6 +210,8 @@ def test_smoke_spec_end_to_end(smoke_bench_local):
         assert r["trainable_params"] > 1e6 and r["peak_memory_bytes"] > 0 and r["git_commit"]
     board = sweep.leaderboard_file.read_text()
     assert "GLUE (2 tasks)" in board and "| minilm-l6 | smoke | sst2 | 1 |" in board
+    if load_shipped("smoke") is not None:  # one seed each side: compared, no conclusion
+        assert "## Against the shipped results" in board and "from a single seed, no spread" in board
 
 
 # ------------------------------------------------------------------- models the matrix needs: prepare steps
@@ -374,3 +386,143 @@ matrix: {model: [scratch-bert-smoke], task: [sst2], seed: [0], profile: [smoke]}
     report = run_notebook("09_benchmark_report", {"results": str(sweep.results_file)}, profile="smoke",
                           runs_dir=runs, progress=False)
     assert report.ok, report.error
+
+
+# ------------------------------------------------------------------- shipped results and a rerun against them
+def _rows(model: str, task: str, scores: list[float], bench: str = "b") -> list[dict]:
+    """Synthetic completed results rows, one per seed."""
+    base = {c: None for c in RESULT_COLUMNS}
+    return [{**base, "bench": bench, "run_id": f"{model}-{task}-s{i}", "status": "completed", "notebook": "n",
+             "profile": "cpu", "wall_time_s": 1.0, "model": model, "task": task, "seed": i, "score": s,
+             "accuracy": s} for i, s in enumerate(scores)]
+
+
+def test_a_rerun_inside_the_spread_matches_and_one_beyond_it_regresses():
+    shipped = _rows("m", "sst2", [0.80, 0.82, 0.78]) + _rows("m", "rte", [0.60, 0.63, 0.57]) + \
+        _rows("m", "cola", [0.30, 0.31])
+    ours = (_rows("m", "sst2", [0.77, 0.79, 0.75])  # 3 points lower, but std 2 + 2: inside the spread
+            + _rows("m", "rte", [0.50, 0.52, 0.48])  # 10 points lower, beyond std 3 + 2
+            + _rows("m", "cola", [0.35])  # one seed: no spread, no conclusion
+            + _rows("other", "sst2", [0.9, 0.9]))  # not shipped: not compared
+    validate_results(shipped + ours)
+    table = compare_with_shipped(ours, shipped)
+    by_task = {r["task"]: r for r in table.to_dict("records")}
+    assert sorted(by_task) == ["cola", "rte", "sst2"] and set(table["model"]) == {"m"}
+    sst2, rte, cola = by_task["sst2"], by_task["rte"], by_task["cola"]
+    assert sst2["status"] == "inside the spread" and not sst2["regression"] and NO_DIFFERENCE in sst2["verdict"]
+    assert sst2["difference"] == pytest.approx(-3.0) and sst2["margin"] == pytest.approx(4.0)
+    assert sst2["this run"] == "77.0 ± 2.0 (n=3)" and sst2["shipped"] == "80.0 ± 2.0 (n=3)"
+    assert rte["status"] == "lower" and rte["regression"]
+    assert rte["verdict"] == "this run is lower than shipped by 10.000 (spread ±5.000)"
+    assert cola["status"] == "single seed" and not cola["regression"] and "no conclusion" in cola["verdict"]
+    # the leaderboard section flags only the regression
+    fake = ShippedResults("b", Path("/x/data/results/b"), shipped, {"git_commits": ["abc"], "complete": True})
+    section = comparison_markdown(table, fake)
+    flagged = [line for line in section.splitlines() if "⚠" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("| m | cpu | rte |")
+    line = comparison_summary(table, fake)
+    assert "1 inside the spread, 1 lower, 1 single seed" in line and "m · rte (-10.0 points)" in line
+
+
+SHIFT_NOTEBOOK = """
+from lmcourse.tracking import record_metrics
+if fail:
+    raise RuntimeError("deliberate failure")
+record_metrics({f"{task}/accuracy": 0.70 + 0.01 * seed + shift, f"{task}/train_seconds": 1.0})
+"""
+SHIFT_SPEC = """name: shifty
+notebook: 51_shift.ipynb
+parameters: {shift: SHIFT}
+matrix: {model: [minilm-l6], task: [sst2], seed: [0, 1], profile: [smoke]}
+"""
+
+
+def test_ship_a_finished_sweep_and_compare_reruns_with_it(tmp_path, capsys):
+    write_fake_notebook(tmp_path / "51_shift.ipynb", 'profile = None\nseed = 0\nmodel = "minilm-l6"\n'
+                        'task = "sst2"\nshift = 0.0\nfail = False', SHIFT_NOTEBOOK)
+    runs, shipped_dir = tmp_path / "runs", tmp_path / "shipped"
+    failing = _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "0.0")
+                    + "include:\n  - {model: minilm-l6, task: sst2, seed: 2, profile: smoke, fail: true}\n")
+    spec_path = _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "0.0"), "shifty.yaml")
+    assert run_spec(failing, runs_dir=runs, progress=False).failed  # seeds 0, 1 complete; the include fails
+
+    # an incomplete sweep is refused, with one clear error, and nothing is written
+    with pytest.raises(LmcourseError, match=r"will not ship an incomplete sweep of 'shifty': 2 of 3 runs "
+                                            r"completed, 1 failed \(51-minilm-l6-sst2-smoke-s2-"):
+        ship_results(failing, runs_dir=runs, shipped_dir=shipped_dir)
+    assert not shipped_dir.exists()
+    assert cli_main(["bench", str(failing), "--ship", "--runs-dir", str(runs), "--shipped-dir", str(shipped_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lmcourse: error: will not ship an incomplete sweep")
+    assert "--allow-incomplete" in err[0] and not shipped_dir.exists()
+    with pytest.raises(LmcourseError, match="nothing to ship"):
+        ship_results(failing, runs_dir=tmp_path / "empty", shipped_dir=shipped_dir)
+    # unless told explicitly; the manifest says so
+    loose = ship_results(failing, runs_dir=runs, shipped_dir=tmp_path / "loose", allow_incomplete=True)
+    manifest = yaml.safe_load((loose / "manifest.yaml").read_text())
+    assert manifest["complete"] is False and manifest["runs"] == {"completed": 2, "failed": 1, "stale": 0,
+                                                                  "missing": 0}
+    assert len(load_results(loose / "results.csv")) == 3
+
+    # the spec without the failing run is a finished sweep: it ships
+    assert cli_main(["bench", str(spec_path), "--ship", "--runs-dir", str(runs), "--shipped-dir",
+                     str(shipped_dir)]) == 0
+    assert "shipped " in capsys.readouterr().out
+    shipped = load_shipped("shifty", shipped_dir)
+    assert [r["seed"] for r in shipped.rows] == [0, 1] and shipped.manifest["complete"] is True
+    m = shipped.manifest
+    assert m["spec"] == str(spec_path.resolve()) and m["planned_runs"] == 2 and m["rows"] == 2
+    assert m["hardware"][0]["device"] and m["versions"][0]["torch"] and "git_commits" in m
+    assert m["regenerate"] == [f"lmcourse bench {m['spec']}", f"lmcourse bench {m['spec']} --ship"]
+    assert "shipped results" in (shipped_dir / "shifty" / "leaderboard.md").read_text()
+    assert is_shipped(shipped.results_file, shipped_dir) and not is_shipped(runs / "shifty", shipped_dir)
+
+    # a rerun within the seeds' spread: no measurable difference, printed and in the leaderboard
+    _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "0.004"), "shifty.yaml")
+    assert cli_main(["bench", str(spec_path), "--runs-dir", str(tmp_path / "again"), "--shipped-dir",
+                     str(shipped_dir), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "against the shipped results" in out and "1 inside the spread" in out and "⚠" not in out
+    assert NO_DIFFERENCE in (tmp_path / "again" / "shifty" / "leaderboard.md").read_text()
+    # a rerun five points lower with a spread of about one: a regression, flagged
+    _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "-0.05"), "shifty.yaml")
+    assert cli_main(["bench", str(spec_path), "--runs-dir", str(tmp_path / "worse"), "--shipped-dir",
+                     str(shipped_dir), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "1 lower; ⚠ lower beyond the spread: minilm-l6 · sst2 (-5.0 points)" in out
+    board = (tmp_path / "worse" / "shifty" / "leaderboard.md").read_text()
+    assert "this run is lower than shipped by 5.000" in board and "⚠ lower than shipped" in board
+
+    # shipped files edited by hand are refused when read
+    csv = shipped_dir / "shifty" / "results.csv"
+    csv.write_text(csv.read_text().replace("0.71", "0.91"))
+    with pytest.raises(LmcourseError, match=r"results.csv is not the file manifest.yaml describes"):
+        load_shipped("shifty", shipped_dir)
+    assert load_shipped("nothing-here", shipped_dir) is None
+
+
+def test_find_results_falls_back_to_the_shipped_results(tmp_path):
+    runs, shipped_dir = tmp_path / "runs", tmp_path / "shipped"
+    (shipped_dir / "cpu").mkdir(parents=True)
+    (shipped_dir / "cpu" / "results.csv").write_text("bench\n")
+    with pytest.raises(LmcourseError, match="no benchmark results under"):
+        find_results(runs_dir=runs, shipped_dir=shipped_dir)  # only with shipped=True
+    assert find_results(runs_dir=runs, shipped=True, shipped_dir=shipped_dir) == shipped_dir / "cpu" / "results.csv"
+    assert find_results("cpu", runs_dir=runs, shipped=True, shipped_dir=shipped_dir) == \
+        shipped_dir / "cpu" / "results.csv"
+    (runs / "smoke").mkdir(parents=True)
+    (runs / "smoke" / "results.csv").write_text("bench\n")
+    assert find_results(runs_dir=runs, shipped=True, shipped_dir=shipped_dir) == runs / "smoke" / "results.csv"
+
+
+def test_shipped_results_of_the_project_are_valid():
+    folders = sorted(p for p in SHIPPED_RESULTS_DIR.iterdir() if p.is_dir()) if SHIPPED_RESULTS_DIR.is_dir() else []
+    for folder in folders:
+        shipped = load_shipped(folder.name)
+        assert shipped is not None and shipped.rows, folder
+        spec = load_spec(folder.name)
+        planned = {r.run_id for r in spec.runs}
+        assert {r["run_id"] for r in shipped.rows} <= planned, f"{folder}: runs the spec no longer plans"
+        m = shipped.manifest
+        assert m["complete"] or m["not_completed"], f"{folder}: an incomplete sweep must say what is missing"
+        assert m["hardware"] and m["versions"] and m["git_commits"] and m["regenerate"]

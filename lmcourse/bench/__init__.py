@@ -38,10 +38,16 @@ a failing step, or one that does not publish its product, stops the sweep before
 products live in ``$LMCOURSE_CHECKPOINTS_DIR`` (default ``checkpoints/``), forwarded to Ray workers: on a
 cluster without a shared filesystem point it at storage the workers share.
 
+The project ships its own measured results in ``data/results/<bench>/`` (``lmcourse bench <spec> --ship``
+copies a finished sweep there with a manifest of spec, date, hardware, versions and commit); a rerun's
+leaderboard compares with them per model × task, mean ± std over seeds and the verdict of
+:func:`lmcourse.spread.compare`.
+
 The parts: :mod:`~lmcourse.bench.spec` (parse and validate a spec into planned runs),
 :mod:`~lmcourse.bench.executors` (run a sweep here or on Ray), :mod:`~lmcourse.bench.results` (the results
-table, the leaderboard and their files) and :mod:`~lmcourse.bench.report` (finding results to report on,
-published reference scores). The command is ``lmcourse bench`` (:mod:`lmcourse.cli`). Import from
+table, the leaderboard and their files), :mod:`~lmcourse.bench.shipped` (shipping results, comparing with
+them) and :mod:`~lmcourse.bench.report` (finding results to report on, published reference scores).
+The command is ``lmcourse bench`` (:mod:`lmcourse.cli`). Import from
 ``lmcourse.bench``; the submodules are an implementation detail.
 """
 
@@ -58,7 +64,13 @@ from lmcourse.bench.executors import (
     run_spec,
     run_status,
 )
-from lmcourse.bench.report import find_results, load_reference_entries, load_references
+from lmcourse.bench.report import (
+    SHIPPED_RESULTS_DIR,
+    find_results,
+    is_shipped,
+    load_reference_entries,
+    load_references,
+)
 from lmcourse.bench.results import (
     METRIC_NAMES,
     PERF_NAMES,
@@ -71,6 +83,16 @@ from lmcourse.bench.results import (
     load_results,
     result_row,
     validate_results,
+)
+from lmcourse.bench.shipped import (
+    MANIFEST_FILE,
+    ShippedResults,
+    compare_with_shipped,
+    comparison_markdown,
+    comparison_summary,
+    load_shipped,
+    ship_results,
+    sweep_state,
 )
 from lmcourse.bench.spec import (
     AXES,
@@ -90,6 +112,7 @@ from lmcourse.bench.spec import (
 __all__ = [
     "AXES",
     "FORWARDED_ENV",
+    "MANIFEST_FILE",
     "MAX_SHIPPED_BYTES",
     "METRIC_NAMES",
     "PERF_NAMES",
@@ -97,23 +120,30 @@ __all__ = [
     "REQUIRED_RESULT_COLUMNS",
     "RESOURCE_KEYS",
     "RESULT_COLUMNS",
+    "SHIPPED_RESULTS_DIR",
     "SPEC_KEYS",
     "BenchSpec",
     "Executor",
     "PlannedRun",
     "PrepareStep",
+    "ShippedResults",
     "SweepResult",
     "aggregate",
     "collect_results",
+    "compare_with_shipped",
+    "comparison_markdown",
+    "comparison_summary",
     "execute_prepare",
     "execute_run",
     "find_results",
     "find_spec",
+    "is_shipped",
     "leaderboard",
     "leaderboard_markdown",
     "load_reference_entries",
     "load_references",
     "load_results",
+    "load_shipped",
     "load_spec",
     "make_executor",
     "make_run_id",
@@ -122,5 +152,7 @@ __all__ = [
     "run_spec",
     "run_status",
     "select_runs",
+    "ship_results",
+    "sweep_state",
     "validate_results",
 ]

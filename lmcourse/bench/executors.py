@@ -199,13 +199,16 @@ def make_executor(backend: str = "local", address: str | None = None, num_cpus: 
 # ------------------------------------------------------------------------------------------------ sweep
 def run_spec(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | None = None,
              only: str | None = None, dry_run: bool = False, progress: bool = True,
-             executor: Executor | None = None, force_prepare: bool = False) -> SweepResult:
+             executor: Executor | None = None, force_prepare: bool = False,
+             shipped_dir: str | os.PathLike | None = None) -> SweepResult:
     """Run (or with ``dry_run`` only list) a spec's runs, skipping completed ones; then aggregate.
 
     The spec's prepare steps whose product a run still to do uses run first, here and one after another, into
     ``runs/<bench>/prepare-<n>/``; a step whose product already resolves is skipped. ``force_prepare`` runs
     every step a selected run needs, even when its product is there (it is replaced).
     A failing step raises :class:`~lmcourse.errors.LmcourseError` before any run of the matrix starts.
+    The leaderboard compares the results with the shipped ones of the spec (``shipped_dir``, default
+    ``data/results/``) when there are some.
     """
     from tqdm.auto import tqdm
 
@@ -247,5 +250,5 @@ def run_spec(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | 
         (executor or _local_executor)(todo, runs_dir, done)
     finally:
         bar.close()
-    result.results_file, result.leaderboard_file = aggregate(spec, runs_dir)
+    result.results_file, result.leaderboard_file = aggregate(spec, runs_dir, shipped_dir)
     return result

@@ -13,39 +13,58 @@ from lmcourse.errors import LmcourseError
 from lmcourse.paths import SHIPPED_DATA_DIR
 
 REFERENCES_FILE = SHIPPED_DATA_DIR / "references" / "glue_dev.yaml"
+SHIPPED_RESULTS_DIR = SHIPPED_DATA_DIR / "results"  # the project's own measured results (lmcourse.bench.shipped)
 # Short model names whose published numbers are filed under another id (the checkpoint they started from).
 REFERENCE_ALIASES = {"minilm-l6": "nreimers/MiniLM-L6-H384-uncased"}
 
 
 def find_results(results: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-                 prefer: Iterable[str] = ("gpu", "cpu", "smoke")) -> Path:
+                 prefer: Iterable[str] = ("gpu", "cpu", "smoke"), shipped: bool = False,
+                 shipped_dir: str | os.PathLike | None = None) -> Path:
     """The results.csv to report on; it only looks, it never runs a benchmark.
 
     ``results`` may be a results.csv, a bench folder or a bench name under ``runs_dir`` (default: the
     checkout's ``runs/``). With ``None`` the first of ``prefer`` that has a ``runs_dir/<name>/results.csv``
-    is used. When nothing is found, :class:`~lmcourse.errors.LmcourseError` says which command makes some.
+    is used. With ``shipped``, the project's shipped results (``data/results/<name>/``, or ``shipped_dir``) are
+    the fallback when you have no runs of your own: a bench name, or the first of ``prefer``, found there.
+    :func:`is_shipped` tells which of the two a path is. When nothing is found,
+    :class:`~lmcourse.errors.LmcourseError` says which command makes some.
     """
     from lmcourse.runner import default_runs_dir
 
     given_runs_dir = runs_dir is not None
     runs_dir = Path(runs_dir or default_runs_dir())
+    shipped_root = Path(shipped_dir or SHIPPED_RESULTS_DIR)
     prefer = tuple(prefer)
     if results is not None:
         path = Path(results)
-        for candidate in (path, path / "results.csv", runs_dir / str(results) / "results.csv"):
+        candidates = [path, path / "results.csv", runs_dir / str(results) / "results.csv"]
+        if shipped:
+            candidates.append(shipped_root / str(results) / "results.csv")
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
+        also = f" or under {shipped_root}" if shipped else ""
         raise LmcourseError(f"no benchmark results at {results!r} (looked for a results.csv there and under "
-                            f"{runs_dir}); run `lmcourse bench <spec>` first")
-    for name in prefer:
-        candidate = runs_dir / name / "results.csv"
-        if candidate.is_file():
-            return candidate
+                            f"{runs_dir}{also}); run `lmcourse bench <spec>` first")
+    for root in (runs_dir, shipped_root) if shipped else (runs_dir,):
+        for name in prefer:
+            candidate = root / name / "results.csv"
+            if candidate.is_file():
+                return candidate
     spec = "smoke" if "smoke" in prefer or not prefer else prefer[0]
     command = f"lmcourse bench {spec}" + (f" --runs-dir {runs_dir}" if given_runs_dir else "")
     looked = ", ".join(f"{name}/results.csv" for name in prefer) or "nothing"
-    raise LmcourseError(f"no benchmark results under {runs_dir} (looked for {looked}); "
+    where = f"{runs_dir} or {shipped_root}" if shipped else str(runs_dir)
+    raise LmcourseError(f"no benchmark results under {where} (looked for {looked}); "
                         f"run `{command}` first to make some")
+
+
+def is_shipped(path: str | os.PathLike, shipped_dir: str | os.PathLike | None = None) -> bool:
+    """Whether a results.csv (or folder) is one of the project's shipped results rather than your runs."""
+    root = Path(shipped_dir or SHIPPED_RESULTS_DIR).resolve()
+    path = Path(path).resolve()
+    return path == root or root in path.parents
 
 
 def load_reference_entries(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:

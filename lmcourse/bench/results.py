@@ -165,8 +165,8 @@ def leaderboard_markdown(spec_name: str, table, rows: list[dict[str, Any]]) -> s
              "reference in data/references/glue_dev.yaml, `previous` the last aggregate of this spec.", "",
              "| model | profile | task | runs | score | published | previous | |", "|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
-        std = "" if r["std"] is None or (isinstance(r["std"], float) and math.isnan(r["std"])) else \
-            f" ± {100 * r['std']:.1f}"
+        std = "" if r["std"] is None or (isinstance(r["std"], float) and math.isnan(r["std"])) or r["runs"] < 2 \
+            else f" ± {100 * r['std']:.1f}"  # one run has no spread
         flag = "⚠ regression" if r.get("regression") else ""
         lines.append(f"| {r['model']} | {r['profile']} | {r['task']} | {r['runs']} | {_fmt(r['mean'])}{std} | "
                      f"{_fmt(r.get('published'))} | {_fmt(r.get('previous'))} | {flag} |")
@@ -184,9 +184,15 @@ def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
             for rec in df.to_dict("records")]
 
 
-def aggregate(spec: BenchSpec, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``results.csv`` and ``leaderboard.md`` for the spec; keep the previous results in history/."""
+def aggregate(spec: BenchSpec, runs_dir: str | os.PathLike,
+              shipped_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``leaderboard.md`` for the spec; keep the previous results in history/.
+
+    When the project ships results of the same spec (``data/results/<bench>/``, or ``shipped_dir``), the
+    leaderboard gets a section comparing them (:func:`lmcourse.bench.shipped.compare_with_shipped`)."""
     import pandas as pd
+
+    from lmcourse.bench.shipped import compare_with_shipped, comparison_markdown, load_shipped
 
     folder = Path(runs_dir) / spec.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,11 +212,21 @@ def aggregate(spec: BenchSpec, runs_dir: str | os.PathLike) -> tuple[Path, Path]
     tmp = results_path.with_suffix(".csv.tmp")
     pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp, index=False)
     os.replace(tmp, results_path)
+    markdown, against = leaderboard_markdown(spec.name, table, rows), None
+    try:
+        shipped = load_shipped(spec.name, shipped_dir)
+    except LmcourseError as exc:  # the sweep is done: say why there is no comparison rather than fail it
+        markdown += f"\n## Against the shipped results\n\nNot compared: {exc}\n"
+    else:
+        if shipped is not None:
+            against = compare_with_shipped(rows, shipped)
+            markdown += comparison_markdown(against, shipped)
     tmp_md = board_path.with_suffix(".md.tmp")
-    tmp_md.write_text(leaderboard_markdown(spec.name, table, rows), encoding="utf-8")
+    tmp_md.write_text(markdown, encoding="utf-8")
     os.replace(tmp_md, board_path)
-    write_json_atomic(folder / "leaderboard.json", {"spec": spec.name, "generated": time.time(),
-                                                     "rows": table.to_dict("records")})
+    write_json_atomic(folder / "leaderboard.json", {
+        "spec": spec.name, "generated": time.time(), "rows": table.to_dict("records"),
+        "against_shipped": None if against is None else against.to_dict("records")})
     return results_path, board_path
 
 
