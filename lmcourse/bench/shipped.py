@@ -266,7 +266,8 @@ def comparison_summary(comparison, shipped: ShippedResults) -> str:
     if comparison.empty:
         return f"against the shipped results {shipped.describe()}: no model × task in common"
     counts = comparison["status"].value_counts().to_dict()
-    parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+    words = {"single seed": "with a single seed (no conclusion)"}
+    parts = ", ".join(f"{counts[s]} {words.get(s, s)}" for s in STATUSES if counts.get(s))
     lower = comparison[comparison["regression"]]
     worst = "" if lower.empty else "; ⚠ lower beyond the spread: " + ", ".join(
         f"{r['model']} · {r['task']} ({r['difference']:+.1f} points)" for r in lower.to_dict("records"))
