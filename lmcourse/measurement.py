@@ -92,16 +92,32 @@ def _lookup_only_embedding(model: nn.Module) -> Tensor | None:
     return None if tied else emb.weight
 
 
-def model_flops_per_token(model: nn.Module, seq_len: float) -> float:
+def mlm_head(model: nn.Module) -> nn.Module | None:
+    """The masked-LM prediction head of a BERT-like HF model (``cls.predictions``: transform + tied decoder),
+    or ``None`` for models without one (causal LMs, classifiers)."""
+    net = getattr(model, "module", model)  # DDP
+    return getattr(getattr(net, "cls", None), "predictions", None)
+
+
+def model_flops_per_token(model: nn.Module, seq_len: float, head_fraction: float = 1.0) -> float:
     """Training FLOPs per token (``6N + 12 L H Q T``) of a transformer: the one formula of both training paths.
 
     ``N`` = :func:`matmul_params` without look-up tables; the input token embedding counts only when a tied
     output layer multiplies by it (MLM, causal LM), not in a classifier. ``seq_len`` is the (mean padded)
-    context length ``T``.
+    context length ``T``. ``head_fraction`` is the share of tokens whose MLM-head output the loss uses (the
+    masked 15 %): the head's ``6 N_head`` counts only for those, so MFU is measured on the FLOPs the loss
+    needs, whether the head runs at every position or only at the masked ones. Models without an MLM head
+    ignore it.
     """
+    if not 0.0 <= head_fraction <= 1.0:
+        raise ValueError(f"head_fraction must lie in [0, 1], got {head_fraction}")
     net = getattr(model, "module", model)  # DDP
     lookup = _lookup_only_embedding(net)
     n = matmul_params(net, exclude=(lookup,) if lookup is not None else ())
+    head = mlm_head(net)
+    if head is not None and head_fraction < 1.0:
+        n_head = matmul_params(head)
+        n = n - n_head + head_fraction * n_head
     L, H, Q = _attention_shape(net.config)
     return training_flops_per_token(n, L, H, Q, max(1, round(seq_len)))
 
@@ -222,12 +238,20 @@ class Throughput:
     steps: int = 0
     seconds: float = 0.0
     tokens_times_length: int = 0
+    head_tokens: int | None = None
     _t0: float | None = None
 
-    def count(self, input_ids: Tensor, attention_mask: Tensor | None = None, useful: bool = True) -> None:
+    def count(self, input_ids: Tensor, attention_mask: Tensor | None = None, useful: bool = True,
+              head_tokens: int | None = None) -> None:
         """Count one batch of ``input_ids`` (and its mask, when padded). ``useful=False`` counts computed work
-        only (padded tokens, e.g. a second adversarial pass), not useful tokens, examples or batches."""
+        only (padded tokens, e.g. a second adversarial pass), not useful tokens, examples or batches.
+        ``head_tokens``: the positions whose MLM-head output the loss uses (the masked tokens of an MLM
+        batch); MFU then counts the head at those positions only (:func:`model_flops_per_token`)."""
         n_pad = int(input_ids.numel())
+        if head_tokens is not None:
+            if not 0 <= head_tokens <= n_pad:
+                raise ValueError(f"head_tokens={head_tokens} must lie between 0 and the batch's {n_pad} tokens")
+            self.head_tokens = (self.head_tokens or 0) + int(head_tokens)
         self.padded_tokens += n_pad
         self.tokens_times_length += n_pad * int(input_ids.shape[-1])
         if not useful:
@@ -271,7 +295,8 @@ class Throughput:
     def flops_per_token(self) -> float | None:
         if self.model is None or not self.padded_tokens:
             return None
-        return model_flops_per_token(self.model, self.mean_padded_length)
+        fraction = 1.0 if self.head_tokens is None else self.head_tokens / self.padded_tokens
+        return model_flops_per_token(self.model, self.mean_padded_length, head_fraction=fraction)
 
     @property
     def train_flops(self) -> float | None:

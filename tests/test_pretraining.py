@@ -293,3 +293,108 @@ def test_embedding_cone_bands_by_frequency():
     assert abs(cone["rare"]) < 0.3
     with pytest.raises(ValueError, match="too few"):
         PT.embedding_cone(emb, PT.token_counts([{"input_ids": [1, 2]}], 10), band=4)
+
+
+@pytest.mark.parametrize("nsp", [False, True])
+def test_gathered_mlm_head_gives_the_full_loss_and_gradients(tok, nsp):
+    """Projecting only the masked positions to the vocabulary is the same objective as the full head."""
+    lines = T.corpus_lines(max_lines=600)
+    if nsp:
+        docs = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)]
+                for d in PT.split_documents(lines)]
+        feats = PT.nsp_features(tok, PT.build_nsp_pairs([d for d in docs if d], 32))
+    else:
+        feats = [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
+    batch = PT.collate_seeded(PT.mlm_collator(tok), feats[:8], seed=3)
+    assert (batch["labels"] != -100).float().mean() < 0.5  # most positions are not masked: a real saving
+    model = _tiny(tok, nsp).train()  # dropout on: both paths must draw the same masks
+
+    def loss_and_grads(step_outputs):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(11)
+        loss, stats = step_outputs(model, batch)
+        loss.backward()
+        return loss.detach(), stats, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full_loss, full_stats, full_grads = loss_and_grads(PT.mlm_step_outputs)
+    loss, stats, grads = loss_and_grads(PT.gathered_mlm_step_outputs)
+    torch.testing.assert_close(loss, full_loss, rtol=1e-5, atol=1e-6)
+    assert stats.keys() == full_stats.keys() and ("nsp_loss" in stats) == nsp
+    assert stats["mlm_acc"] == full_stats["mlm_acc"]
+    assert grads.keys() == full_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gathered_mlm_trains_like_the_full_head_and_counts_the_used_flops(tok):
+    feats = [{"input_ids": b} for b in PT.bert_blocks(tok, T.corpus_lines(max_lines=400), 32)]
+    coll = PT.mlm_collator(tok)
+    cfg = PT.TrainConfig(max_steps=6, lr=1e-3, warmup_steps=2, eval_every=100)
+    runs = {fn.__name__: PT.train(_tiny(tok, False), PT.BlockBatches(feats, 8, coll, CTX), fn, cfg, CTX,
+                                  progress=False) for fn in (PT.mlm_step_outputs, PT.gathered_mlm_step_outputs)}
+    full, gathered = runs["mlm_step_outputs"], runs["gathered_mlm_step_outputs"]
+    assert [r["loss"] for r in gathered.history] == pytest.approx([r["loss"] for r in full.history], rel=1e-4)
+    # MFU counts the head only at the masked positions, in both paths (the FLOPs the loss uses)
+    masked = sum(int((PT.BlockBatches(feats, 8, coll, CTX)(s)["labels"] != -100).sum()) for s in range(6))
+    m = _tiny(tok, False)
+    d, V = m.config.hidden_size, m.config.vocab_size
+    n_head = d * d + d + V * d + V  # transform dense (+bias) and the tied decoder (+bias)
+    n_all = gathered.perf["train_padded_tokens"]
+    from lmcourse.measurement import matmul_params
+
+    n = matmul_params(m) - n_head + n_head * masked / n_all
+    assert gathered.perf["flops_per_token"] == pytest.approx(6 * n + 12 * 2 * 2 * 16 * 32, rel=1e-9)
+    assert full.perf["flops_per_token"] == pytest.approx(gathered.perf["flops_per_token"], rel=1e-12)
+
+
+def test_gathered_mlm_refuses_a_model_without_a_bert_mlm_head():
+    with pytest.raises(ArgumentError, match="BertForMaskedLM"):
+        PT.gathered_mlm_step_outputs(torch.nn.Linear(2, 2), {"labels": torch.zeros(1, 2, dtype=torch.long),
+                                                             "input_ids": torch.zeros(1, 2, dtype=torch.long)})
+
+
+def test_head_fraction_and_head_tokens_are_checked(tok):
+    from lmcourse.measurement import Throughput, model_flops_per_token
+
+    m = _tiny(tok, False)
+    with pytest.raises(ValueError, match="head_fraction"):
+        model_flops_per_token(m, 32, head_fraction=1.5)
+    with pytest.raises(ValueError, match="head_tokens"):
+        Throughput(model=m).count(torch.zeros(2, 4, dtype=torch.long), head_tokens=9)
+
+
+def _no_dropout(tok):
+    prof = get_profile("smoke").with_overrides(hidden_size=32, num_layers=2, num_heads=2, block_size=32)
+    cfg = PT.bert_config(prof, tok, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return PT.bert_for_pretraining(cfg, nsp=False, ctx=CTX)
+
+
+def test_the_trainer_fed_our_batches_and_schedule_follows_our_loop_step_for_step(tok):
+    """Our hand-written loop is the Trainer's computation: same batches, optimiser, schedule -> same losses."""
+    feats = [{"input_ids": b} for b in PT.bert_blocks(tok, T.corpus_lines(max_lines=400), 32)]
+    batches = PT.BlockBatches(feats, 8, PT.mlm_collator(tok), CTX)
+    cfg = PT.TrainConfig(max_steps=8, lr=2e-3, warmup_steps=3, eval_every=100)
+    ours = PT.train(_no_dropout(tok), batches, PT.gathered_mlm_step_outputs, cfg, CTX, progress=False)
+    theirs = PT.train_with_trainer(_no_dropout(tok), PT.StepBatches(batches, cfg.max_steps), cfg, CTX,
+                                   batch_size=8, same_schedule=True)
+    assert [r["step"] for r in theirs.history] == list(range(1, 9))
+    assert [r["lr"] for r in theirs.history] == pytest.approx([r["lr"] for r in ours.history], rel=1e-6)
+    # the Trainer logs the loss rounded to 4 decimals
+    assert [r["loss"] for r in theirs.history] == pytest.approx([r["loss"] for r in ours.history], abs=2e-4)
+    assert ours.history[-1]["loss"] < ours.history[0]["loss"] - 0.05  # the steps did move the weights
+
+
+def test_the_library_recipe_runs_with_its_own_masking_and_evaluates_like_ours(tok):
+    from datasets import Dataset
+
+    lines = T.corpus_lines(max_lines=400)
+    blocks = PT.bert_blocks(tok, lines, 32)
+    coll = PT.mlm_collator(tok)
+    ev = PT.mlm_evaluator([{"input_ids": b} for b in blocks[:16]], coll, CTX)
+    model = _tiny(tok, False)
+    before = ev(model.eval())["mlm_loss"]
+    cfg = PT.TrainConfig(max_steps=10, lr=2e-3, warmup_steps=2)
+    res = PT.train_with_trainer(model, Dataset.from_dict({"input_ids": blocks}), cfg, CTX, batch_size=8,
+                                data_collator=coll, evaluate=ev)
+    assert len(res.history) == 10 and res.history[0]["lr"] == 0.0  # HF's warmup starts at 0, ours at lr/warmup
+    assert res.evals[-1]["step"] == 10 and res.evals[-1]["mlm_loss"] < before - 0.05

@@ -9,7 +9,8 @@ Two objectives (Devlin et al. 2019, BERT, section 3.1; Radford et al. 2018/2019 
 * **causal LM** — predict token ``t+1`` from tokens ``<= t`` (notebook 06).
 
 The package in three parts: :mod:`~lmcourse.pretraining.data` (packing, masking, NSP pairs, step-indexed
-batches), :mod:`~lmcourse.pretraining.loop` (objectives, the training loop and its checkpoints) and
+batches), :mod:`~lmcourse.pretraining.loop` (objectives, the training loop and its checkpoints),
+:mod:`~lmcourse.pretraining.hf_trainer` (the same training with the Hugging Face ``Trainer``) and
 :mod:`~lmcourse.pretraining.evaluation` (held-out losses, the unigram baseline, diagnostics). Use the
 names re-exported here; they do not move when code moves between those files.
 
@@ -49,6 +50,7 @@ from lmcourse.pretraining.evaluation import (
     token_counts,
     unigram_cross_entropy,
 )
+from lmcourse.pretraining.hf_trainer import StepBatches, train_with_trainer, trainer_arguments
 from lmcourse.pretraining.loop import (
     TrainConfig,
     TrainResult,
@@ -56,6 +58,7 @@ from lmcourse.pretraining.loop import (
     bert_for_pretraining,
     clm_step_outputs,
     decay_groups,
+    gathered_mlm_step_outputs,
     latest_checkpoint,
     load_weights,
     make_optimizer,
@@ -70,6 +73,7 @@ __all__ = [
     "MLM_EVAL_SEED_OFFSET",
     "BlockBatches",
     "NspExample",
+    "StepBatches",
     "StreamBatches",
     "TrainConfig",
     "TrainResult",
@@ -83,6 +87,7 @@ __all__ = [
     "collate_seeded",
     "decay_groups",
     "embedding_cone",
+    "gathered_mlm_step_outputs",
     "latest_checkpoint",
     "load_weights",
     "make_optimizer",
@@ -101,5 +106,7 @@ __all__ = [
     "token_counts",
     "tokenize_segments",
     "train",
+    "train_with_trainer",
+    "trainer_arguments",
     "unigram_cross_entropy",
 ]
