@@ -115,12 +115,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.allow_incomplete and not args.ship:
         raise ArgumentError("--allow-incomplete only applies to --ship")
+    if args.keep_shipped and not args.ship:
+        raise ArgumentError("--keep-shipped only applies to --ship")
     if args.ship and (args.only or args.dry_run):
         raise ArgumentError("--ship ships the whole finished sweep and runs nothing: drop --only/--dry-run")
     spec = load_spec(args.spec)
     if args.ship:
         folder = ship_results(spec, runs_dir=args.runs_dir, shipped_dir=args.shipped_dir,
-                              allow_incomplete=args.allow_incomplete)
+                              allow_incomplete=args.allow_incomplete, keep_shipped=args.keep_shipped)
         shipped = load_shipped(spec.name, folder.parent)
         print(f"shipped {shipped.describe()}")
         print("\n".join(f"  {folder / name}" for name in ("results.csv", "manifest.yaml", "leaderboard.md")))
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "manifest.yaml, leaderboard.md); refuses a sweep with failed or missing runs")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="with --ship: ship a sweep with failed or missing runs anyway (the manifest says so)")
+    p.add_argument("--keep-shipped", action="store_true",
+                   help="with --ship: complete the sweep with the already shipped rows of the runs it lacks "
+                        "(a sweep finished over several sittings; each row keeps its own commit and date)")
     p.add_argument("--shipped-dir", default=None,
                    help="the shipped results to ship into and compare with (default: the checkout's data/results)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

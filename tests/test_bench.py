@@ -527,3 +527,37 @@ def test_shipped_results_of_the_project_are_valid():
         m = shipped.manifest
         assert m["complete"] or m["not_completed"], f"{folder}: an incomplete sweep must say what is missing"
         assert m["hardware"] and m["versions"] and m["git_commits"] and m["regenerate"]
+
+
+def test_a_sweep_finished_in_two_sittings_ships_as_one_with_keep_shipped(tmp_path, capsys):
+    write_fake_notebook(tmp_path / "51_shift.ipynb", 'profile = None\nseed = 0\nmodel = "minilm-l6"\n'
+                        'task = "sst2"\nshift = 0.0\nfail = False', SHIFT_NOTEBOOK)
+    spec = _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "0.0").replace("seed: [0, 1]", "seed: [0, 1, 2]"),
+                 "shifty.yaml")
+    shipped_dir = tmp_path / "shipped"
+    with pytest.raises(LmcourseError, match="no shipped results of 'shifty'"):
+        ship_results(spec, runs_dir=tmp_path / "first", shipped_dir=shipped_dir, keep_shipped=True)
+    # first sitting: seeds 0 and 1, shipped as an incomplete sweep
+    assert run_spec(spec, runs_dir=tmp_path / "first", only="*-s[01]-*", progress=False).ok
+    ship_results(spec, runs_dir=tmp_path / "first", shipped_dir=shipped_dir, allow_incomplete=True)
+    first = load_shipped("shifty", shipped_dir)
+    assert first.manifest["complete"] is False and [r["seed"] for r in first.rows] == [0, 1]
+    # second sitting, another runs folder: only seed 2. Alone it is incomplete ...
+    assert run_spec(spec, runs_dir=tmp_path / "second", only="-s2-", progress=False).ok
+    with pytest.raises(LmcourseError, match="1 of 3 runs completed, 2 missing"):
+        ship_results(spec, runs_dir=tmp_path / "second", shipped_dir=shipped_dir)
+    # ... with the shipped rows of seeds 0 and 1 kept, the sweep is complete
+    assert cli_main(["bench", str(spec), "--ship", "--keep-shipped", "--runs-dir", str(tmp_path / "second"),
+                     "--shipped-dir", str(shipped_dir)]) == 0
+    both = load_shipped("shifty", shipped_dir)
+    m = both.manifest
+    assert m["complete"] is True and m["runs"] == {"completed": 3, "failed": 0, "stale": 0, "missing": 0}
+    assert [r["seed"] for r in both.rows] == [0, 1, 2]
+    assert m["kept_from_shipped"] == [r["run_id"] for r in first.rows]
+    kept = {r["run_id"]: r for r in both.rows}
+    for r in first.rows:  # kept rows are the shipped ones, unchanged (their own start time and commit)
+        assert kept[r["run_id"]]["started_at"] == r["started_at"] and kept[r["run_id"]]["score"] == r["score"]
+    assert kept[both.rows[2]["run_id"]]["started_at"] > first.rows[-1]["started_at"]
+    capsys.readouterr()
+    assert cli_main(["bench", str(spec), "--keep-shipped", "--runs-dir", str(tmp_path / "second")]) == 2
+    assert "--keep-shipped only applies to --ship" in capsys.readouterr().err

@@ -149,13 +149,17 @@ def build_manifest(spec: BenchSpec, rows: list[dict[str, Any]], state: Mapping[s
 
 
 def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | None = None,
-                 shipped_dir: str | os.PathLike | None = None, allow_incomplete: bool = False) -> Path:
+                 shipped_dir: str | os.PathLike | None = None, allow_incomplete: bool = False,
+                 keep_shipped: bool = False) -> Path:
     """Copy a finished sweep's results into ``<shipped_dir>/<bench>/`` (default ``data/results/``).
 
     The rows are those of ``runs/<bench>/results.csv``, read from the run folders and validated. A sweep
     with a failed, interrupted, missing or stale run (a folder from other parameters) is refused with one
     :class:`~lmcourse.errors.LmcourseError` saying what is missing, unless ``allow_incomplete`` (then the
-    manifest says ``complete: false`` and lists them). Returns the folder written.
+    manifest says ``complete: false`` and lists them). ``keep_shipped`` completes this sweep with the rows
+    already shipped for the runs it lacks (same run id, hence the same parameters; each row keeps its own
+    commit, date and hardware, and the manifest lists them under ``kept_from_shipped``): a sweep finished over
+    several sittings ships as one. Returns the folder written.
     """
     import pandas as pd
 
@@ -166,6 +170,17 @@ def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLik
     runs_dir = Path(runs_dir or default_runs_dir())
     state = sweep_state(spec, runs_dir)
     n = len(spec.runs)
+    kept: list[dict[str, Any]] = []
+    if keep_shipped:
+        previous = load_shipped(spec.name, shipped_dir)
+        if previous is None:
+            raise LmcourseError(f"--keep-shipped: there are no shipped results of {spec.name!r} under "
+                                f"{_display(Path(shipped_dir or SHIPPED_RESULTS_DIR))} to keep; drop the option")
+        lacking = {i for k in ("failed", "stale", "missing") for i in state[k]}
+        kept = [dict(r) for r in previous.rows if r["run_id"] in lacking and r.get("status") == "completed"]
+        kept_ids = {r["run_id"] for r in kept}
+        for k in ("failed", "stale", "missing"):
+            state[k] = [i for i in state[k] if i not in kept_ids]
     if not state["completed"]:
         raise LmcourseError(f"nothing to ship for {spec.name!r}: none of its {n} runs has completed under "
                             f"{runs_dir / spec.name}; run `lmcourse bench {spec.name}` first")
@@ -177,8 +192,12 @@ def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLik
             f"{'; '.join(problems)}. Finish it with `lmcourse bench {spec.name}` (it resumes and retries failed "
             "runs), or pass --allow-incomplete to ship it as it is (the manifest then says so)")
     planned = {r.run_id for r in spec.runs}
+    order = {r.run_id: i for i, r in enumerate(spec.runs)}
+    kept_ids = {r["run_id"] for r in kept}
     rows = [r for r in collect_results(spec, runs_dir) if r["run_id"] in planned
-            and r["run_id"] not in state["stale"]]
+            and r["run_id"] not in state["stale"] and r["run_id"] not in kept_ids]
+    rows = sorted(rows + kept, key=lambda r: order[r["run_id"]])
+    state = {**state, "completed": [r["run_id"] for r in rows if r.get("status") == "completed"]}
     folder = Path(shipped_dir or SHIPPED_RESULTS_DIR) / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     results_file = folder / "results.csv"
@@ -187,6 +206,8 @@ def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLik
     os.replace(tmp, results_file)
     reread = load_results(results_file)  # what a reader will see: validated again after the round trip
     manifest = build_manifest(spec, reread, state, results_file)
+    if kept:
+        manifest["kept_from_shipped"] = sorted(kept_ids, key=order.__getitem__)
     (folder / MANIFEST_FILE).write_text(MANIFEST_HEADER + yaml.safe_dump(manifest, sort_keys=False,
                                                                          allow_unicode=True), encoding="utf-8")
     shipped = ShippedResults(spec.name, folder, reread, manifest)
