@@ -181,6 +181,7 @@ def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLik
         kept_ids = {r["run_id"] for r in kept}
         for k in ("failed", "stale", "missing"):
             state[k] = [i for i in state[k] if i not in kept_ids]
+        state["completed"] = [*state["completed"], *sorted(kept_ids)]
     if not state["completed"]:
         raise LmcourseError(f"nothing to ship for {spec.name!r}: none of its {n} runs has completed under "
                             f"{runs_dir / spec.name}; run `lmcourse bench {spec.name}` first")
