@@ -3,11 +3,12 @@
 
     python3 tasks.py course   # set up .venv, run every notebook headless (smoke profile) into runs/
     python3 tasks.py test     # set up .venv, run the unit tests and the notebooks (nbval, smoke profile)
+    python3 tasks.py lab      # set up .venv, open JupyterLab on notebooks/ with the course's kernel
     python3 tasks.py setup    # only create/update .venv
     python3 tasks.py lint     # ruff
 
 Setup is idempotent: it reinstalls only when requirements.txt or pyproject.toml changed. Extra
-arguments after the task go to the underlying command (pytest or `lmcourse course`).
+arguments after the task go to the underlying command (pytest, `lmcourse course` or `jupyter lab`).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     task, rest = argv[0], argv[1:]
-    if task not in {"setup", "course", "test", "lint"}:
-        print(f"unknown task {task!r}; choose one of: setup, course, test, lint", file=sys.stderr)
+    if task not in {"setup", "course", "test", "lint", "lab"}:
+        print(f"unknown task {task!r}; choose one of: setup, course, test, lint, lab", file=sys.stderr)
         return 2
     setup()
     env = course_env()
@@ -85,6 +86,8 @@ def main(argv: list[str]) -> int:
         return 0
     if task == "course":
         return _run([BIN / "lmcourse", "course", "--profile", "smoke", *rest], env)
+    if task == "lab":  # the notebooks pick their profile from LMCOURSE_PROFILE (cpu when unset)
+        return _run([BIN / "jupyter", "lab", f"--notebook-dir={ROOT / 'notebooks'}", *rest], env)
     if task == "lint":
         return _run([PY, "-m", "ruff", "check", "lmcourse", "tests", "tasks.py", *rest], env)
     env["LMCOURSE_PROFILE"] = "smoke"

@@ -34,6 +34,7 @@ from torch import nn
 
 from lmcourse.errors import ArgumentError, LmcourseError, UnknownNameError
 from lmcourse.measurement import synchronize
+from lmcourse.tensorboard_logs import scalar_writer
 
 if TYPE_CHECKING:
     from lmcourse.context import RunContext
@@ -319,14 +320,16 @@ def sgns_sgd_step(w_in: torch.Tensor, w_out: torch.Tensor, center: torch.Tensor,
 
 def train_sgns(corpus: EncodedCorpus, vocab: Vocab, ctx: RunContext, dim: int = 100, window: int = 5,
                negative: int = 5, epochs: int = 5, sample: float = 1e-3, batch_size: int = 4096, lr: float = 0.025,
-               min_lr: float = 1e-4, dynamic_window: bool = True, progress: bool = True) -> TrainResult:
+               min_lr: float = 1e-4, dynamic_window: bool = True, progress: bool = True,
+               tensorboard: str | None = "sgns") -> TrainResult:
     """Skip-gram with negative sampling, batched: per epoch subsample, build all pairs, shuffle, step.
 
     Updates are word2vec's SGD (:func:`sgns_sgd_step`) with its schedule: the rate decays linearly
     from ``lr`` to ``min_lr`` over training. Negatives are drawn from unigram^0.75 for every pair.
     The run context fixes the randomness (``ctx.seed``: the initial vectors, subsampling, windows,
     shuffles and negatives) and where the vectors live and are updated (``ctx.device``); the random
-    draws are made on the CPU, so a seed gives the same draws on every device.
+    draws are made on the CPU, so a seed gives the same draws on every device. The loss curve, learning
+    rate and pairs/s go to TensorBoard events under the run folder (``tensorboard=None``: none).
     """
     if len(corpus.ids) == 0:
         raise LmcourseError("train_sgns: empty corpus")
@@ -348,6 +351,7 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, ctx: RunContext, dim: int = 
     curve: list[tuple[int, float]] = []  # (pairs seen, mean loss since the last point), ~50 points per run
     every = max(1, int(total_pairs / batch_size / 50))
     done, steps, window_loss, window_pairs = 0, 0, 0.0, 0
+    writer = scalar_writer(ctx, tensorboard) if tensorboard else None
     start = time.perf_counter()
     for epoch in range(epochs):
         sub = subsample(corpus, keep, rng)
@@ -369,14 +373,23 @@ def train_sgns(corpus: EncodedCorpus, vocab: Vocab, ctx: RunContext, dim: int = 
             window_loss, window_pairs = window_loss + batch_loss, window_pairs + len(cb)
             if steps % every == 0:
                 curve.append((done, window_loss / window_pairs))
+                if writer is not None:  # x axis: training pairs seen
+                    writer.add_scalar("train/loss", curve[-1][1], done)
+                    writer.add_scalar("train/lr", rate, done)
+                    writer.add_scalar("train/pairs_per_s", done / max(time.perf_counter() - start, 1e-9), done)
                 window_loss, window_pairs = 0.0, 0
             bar.update(len(cb))
         bar.close()
         losses.append(total / max(len(c), 1))
+        if writer is not None:
+            writer.add_scalar("epoch/loss", losses[-1], epoch + 1)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done,
-                       extra={"curve": curve, "device": str(device)})
+    extra: dict[str, Any] = {"curve": curve, "device": str(device)}
+    if writer is not None:
+        writer.close()
+        extra["tensorboard_dir"] = str(writer.log_dir)
+    return TrainResult(model.vectors(), losses, seconds, corpus.raw_words, epochs, done, extra=extra)
 
 
 def train_gensim(sentences: Sequence[Sequence[str]], ctx: RunContext, dim: int = 100, window: int = 5,
@@ -478,11 +491,12 @@ class GloVe(nn.Module):
 
 def train_glove(cooc: Cooccurrence, ctx: RunContext, dim: int = 100, epochs: int = 20, batch_size: int = 16384,
                 lr: float = 0.05, x_max: float = 100.0, alpha: float = 0.75, progress: bool = True,
-                raw_words: int = 0) -> TrainResult:
+                raw_words: int = 0, tensorboard: str | None = "glove") -> TrainResult:
     """AdaGrad (as in the paper, initial rate 0.05) over shuffled batches of the non-zero X_ij.
 
     ``ctx.seed`` fixes the initial vectors and the shuffles (drawn on the CPU), ``ctx.device`` is where
-    the model and the co-occurrence entries live.
+    the model and the co-occurrence entries live. The per-epoch loss and entries/s go to TensorBoard
+    events under the run folder (``tensorboard=None``: none).
     """
     if len(cooc.values) == 0:
         raise LmcourseError("train_glove: the co-occurrence matrix is empty")
@@ -496,9 +510,10 @@ def train_glove(cooc: Cooccurrence, ctx: RunContext, dim: int = 100, epochs: int
     x_all = torch.from_numpy(cooc.values).float().to(device)
     n = len(x_all)
     losses = []
+    writer = scalar_writer(ctx, tensorboard) if tensorboard else None
     start = time.perf_counter()
     bar = _progress(epochs, "GloVe epochs", progress)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen).to(device)
         total = 0.0
         for s in range(0, n, batch_size):
@@ -509,11 +524,18 @@ def train_glove(cooc: Cooccurrence, ctx: RunContext, dim: int = 100, epochs: int
             opt.step()
             total += float(loss.detach())
         losses.append(total / n)
+        if writer is not None:
+            writer.add_scalar("train/loss", losses[-1], epoch + 1)
+            writer.add_scalar("train/entries_per_s", n * (epoch + 1) / max(time.perf_counter() - start, 1e-9),
+                              epoch + 1)
         bar.update(1)
     bar.close()
     synchronize(device)
-    return TrainResult(model.vectors(), losses, time.perf_counter() - start, raw_words, epochs,
-                       extra={"nonzeros": n, "device": str(device)})
+    extra: dict[str, Any] = {"nonzeros": n, "device": str(device)}
+    if writer is not None:
+        writer.close()
+        extra["tensorboard_dir"] = str(writer.log_dir)
+    return TrainResult(model.vectors(), losses, time.perf_counter() - start, raw_words, epochs, extra=extra)
 
 
 # ------------------------------------------------------------------------------------------- evaluation

@@ -275,6 +275,11 @@ class Throughput:
         self._t0 = None
 
     @property
+    def elapsed(self) -> float:
+        """Seconds counted so far, including the stretch now running (host clock, no device sync)."""
+        return self.seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    @property
     def running(self) -> bool:
         """Whether the clock is running (between :meth:`start` and :meth:`stop`)."""
         return self._t0 is not None

@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LMCOURSE_PROFILE", "smoke")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# no TensorBoard events in the checkout's runs/ from tests (tests/test_tensorboard_logs.py switches them on)
+os.environ.setdefault("LMCOURSE_TENSORBOARD", "0")
 if "LMCOURSE_DATA_DIR" not in os.environ and _MIRROR.is_dir():
     os.environ["LMCOURSE_DATA_DIR"] = str(_MIRROR)
 

@@ -92,6 +92,7 @@ class FinetuneResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)  # the held-out part of train used to select
     train_examples: Any = None  # datasets.Dataset of the (untokenised) examples trained on, for baselines
+    tensorboard_dir: str | None = None  # its TensorBoard events (lmcourse.tensorboard_logs); None: none written
 
     @property
     def score(self) -> float:
@@ -295,6 +296,13 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
         raise ArgumentError(f"the Trainer path runs on {args.device}, not on the run context's device {device}; "
                             "use a context with device 'cpu' or 'cuda'")
     callbacks: list[transformers.TrainerCallback] = [throughput]
+    from lmcourse.tensorboard_logs import scalar_writer
+
+    tb_writer = scalar_writer(ctx, f"finetune-{spec.name}-{Path(str(model_name)).name}")
+    if tb_writer is not None:  # loss, learning rate, tokens/s and the selection metric, under the run folder
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=tb_writer))
     if s["early_stopping_patience"] is not None and evaluating:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(s["early_stopping_patience"])))
     trainer = GlueTrainer(
@@ -345,6 +353,7 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
         settings={k: v for k, v in s.items() if k not in ("model_init_hook",)} | {"bf16": use_bf16,
                                                                                   "device": str(device)},
         throughput=t, log_history=list(trainer.state.log_history),
+        tensorboard_dir=str(tb_writer.log_dir) if tb_writer is not None else None,
         selection={"examples": len(raw_select) if raw_select is not None else 0,
                    "metric": main if evaluating else None,
                    "best_score": trainer.state.best_metric if evaluating else None,

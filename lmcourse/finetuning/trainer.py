@@ -72,6 +72,12 @@ class ThroughputCallback(TrainerCallback):
         if self.meter.running:
             self.meter.stop()
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """Add the training tokens/s so far to a training log entry (for TensorBoard; runs before its callback).
+        The Trainer's ``log_history`` has already stored the entry, so it stays as the Trainer wrote it."""
+        if logs is not None and "loss" in logs and self.meter.elapsed > 0:
+            logs["train_tokens_per_s"] = self.meter.tokens / self.meter.elapsed
+
     def summary(self) -> dict[str, Any]:
         return {**self.meter.summary(), "peak_memory_bytes": self._memory.peak}
 

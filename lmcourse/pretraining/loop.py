@@ -160,6 +160,7 @@ class TrainResult:
     evals: list[dict[str, float]] = field(default_factory=list)
     perf: dict[str, Any] = field(default_factory=dict)
     output_dir: str | None = None
+    tensorboard_dir: str | None = None  # where its TensorBoard events are (None: none written)
 
     def series(self, key: str, evals: bool = False) -> tuple[list[int], list[float]]:
         rows = self.evals if evals else self.history
@@ -226,7 +227,7 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
           cfg: TrainConfig, ctx: RunContext | None = None,
           evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
           output_dir: str | Path | None = None, resume_from: str | Path | None = None, progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, tensorboard: str | None = "pretraining") -> TrainResult:
     """Train ``model`` on ``ctx.device`` for ``cfg.max_steps`` steps (from a checkpoint if ``resume_from``).
 
     ``ctx`` (default: :func:`~lmcourse.context.resolve_context` from the environment) gives the device, the
@@ -241,6 +242,10 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
     is the *global* batch, each process takes its shard, splits it into ``cfg.grad_accum_steps``
     micro-batches, DDP averages gradients, logged numbers are averaged over processes and only the main
     process writes checkpoints (:mod:`lmcourse.distributed`).
+
+    The logged numbers also go to TensorBoard event files named ``tensorboard`` under the run's folder
+    (:mod:`lmcourse.tensorboard_logs`): ``train/<stat>`` (loss, lr, grad_norm, tokens_per_s of the step) and
+    ``eval/<metric>``; ``tensorboard=None`` writes none.
     """
     from contextlib import nullcontext
 
@@ -269,6 +274,9 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
     thr = Throughput(model=model, peak_flops=peak, device=device)
     model.train()
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    from lmcourse.tensorboard_logs import scalar_writer
+
+    writer = scalar_writer(ctx, tensorboard) if tensorboard and dist.is_main_process() else None
     bar = tqdm(range(start, end), disable=not progress, desc="train", leave=False, mininterval=5)
     for step in bar:
         shard = dist.shard_batch(batches(step), rank, world)
@@ -277,6 +285,7 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
         for g in opt.param_groups:
             g["lr"] = lr
         torch.manual_seed(ctx.seed * 7_919 + step)  # dropout of this step
+        seconds_before, tokens_before = thr.seconds, thr.tokens
         thr.start()
         parts = []
         for i, mb in enumerate(micro):
@@ -301,6 +310,13 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
             if gnorm is not None:
                 row["grad_norm"] = float(gnorm)
             result.history.append(row)
+            if writer is not None:
+                step_seconds = thr.seconds - seconds_before
+                for key, value in row.items():
+                    if key != "step":
+                        writer.add_scalar(f"train/{key}", value, step + 1)
+                if step_seconds > 0:
+                    writer.add_scalar("train/tokens_per_s", (thr.tokens - tokens_before) / step_seconds, step + 1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)  # redraw at mininterval only
         done = step + 1
         if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
@@ -309,9 +325,15 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
                 ev = evaluate(model)
             model.train()
             result.evals.append({"step": done, **ev})
+            if writer is not None:
+                for key, value in ev.items():
+                    writer.add_scalar(f"eval/{key}", value, done)
         if output_dir is not None and dist.is_main_process() and (
                 (cfg.save_every and done % cfg.save_every == 0) or done == end):
             save_checkpoint(output_dir, model, opt, done, result)
     model.eval()
     result.perf = {**thr.summary(), "bf16": bf16, "steps_timed": thr.steps}
+    if writer is not None:
+        result.tensorboard_dir = str(writer.log_dir)
+        writer.close()
     return result
