@@ -150,6 +150,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lmcourse.runner import default_runs_dir, list_runs
+    from lmcourse.tensorboard_logs import event_folders
+
+    root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    rows = list_runs(root)
+    if not rows:
+        print(f"no runs under {root}: `lmcourse run <notebook>`, `lmcourse course` or `lmcourse bench <spec>` "
+              "make them")
+    else:
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
+        table["value"] = table["value"].map(lambda v: f"{v:.4g}" if isinstance(v, int | float) else "")
+        table["wall time s"] = table["wall time s"].map(lambda v: f"{v:.0f}" if isinstance(v, int | float) else "")
+        table["started"] = table["started"].map(lambda v: str(v)[:19].replace("T", " ") if v else "")
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+            print(table.to_string(index=False))
+    if event_folders(root) if root.is_dir() else []:
+        print(f"\nTensorBoard: tensorboard --logdir {root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmcourse", description="Large language models from theory to practice")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the shipped results to ship into and compare with (default: the checkout's data/results)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("runs", help="list the runs under runs/ and the command that opens their TensorBoard logs")
+    p.add_argument("--runs-dir", default=None,
+                   help="where the runs are (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
+    p.set_defaults(func=cmd_runs)
 
     _add_training_commands(sub)
     return parser

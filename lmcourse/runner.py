@@ -187,3 +187,41 @@ def run_notebook(
         }
         write_json_atomic(metrics_path, summary)
     return RunResult(nb, folder, output, status, recorded, error, wall)
+
+
+# keys that stand for a whole run when it recorded them (bench runs: ``score``; notebook 07: the GLUE average)
+MAIN_METRIC_KEYS = ("score", "glue/average_score")
+
+
+def main_metric(metrics: dict[str, Any]) -> tuple[str | None, Any]:
+    """The run's headline number: the first of :data:`MAIN_METRIC_KEYS` it recorded, else its first metric."""
+    for key in MAIN_METRIC_KEYS:
+        if key in metrics:
+            return key, metrics[key]
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return key, value
+    return None, None
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every run folder under ``runs_dir`` (default :func:`default_runs_dir`) that has a ``metrics.json``:
+    run, notebook, profile, status, main metric, wall time, start, and its TensorBoard event folders."""
+    import json
+
+    from lmcourse.tensorboard_logs import event_folders
+    from lmcourse.tracking import METRICS_FILE
+
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    rows = []
+    for path in sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {"status": "unreadable metrics.json"}
+        key, value = main_metric(data.get("metrics") or {})
+        rows.append({"run": str(path.parent.relative_to(root)), "notebook": data.get("notebook"),
+                     "profile": data.get("profile"), "status": data.get("status"), "main metric": key,
+                     "value": value, "wall time s": data.get("wall_time_s"), "started": data.get("started_at"),
+                     "tensorboard": len(event_folders(path.parent))})
+    return rows

@@ -104,3 +104,36 @@ def test_word_vector_loops_log_their_curves(tmp_path, tensorboard_on):
     logged = TB.read_scalars(glove.extra["tensorboard_dir"])
     assert logged["train/loss"] == [(e + 1, pytest.approx(v, rel=1e-6)) for e, v in enumerate(glove.losses)]
     assert len(logged["train/entries_per_s"]) == 4
+
+
+def test_lmcourse_runs_lists_runs_and_the_tensorboard_command(tmp_path, tensorboard_on, capsys):
+    import json
+
+    from lmcourse.cli import main as cli_main
+    from lmcourse.runner import list_runs
+
+    assert cli_main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert "no runs under" in capsys.readouterr().out
+    a = tmp_path / "07_finetuning_glue" / "20261202-a"
+    b = tmp_path / "cpu" / "07-minilm-l6-rte-cpu-s0-x"
+    for folder, metrics, status in [(a, {"sst2/accuracy": 0.81, "glue/average_score": 0.7}, "completed"),
+                                    (b, {"rte/accuracy": 0.6}, "failed")]:
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "notebook": "07_finetuning_glue.ipynb", "profile": "cpu", "status": status, "metrics": metrics,
+            "wall_time_s": 12.5, "started_at": "2026-12-02T01:00:00+00:00"}))
+    rows = {r["run"]: r for r in list_runs(tmp_path)}
+    assert rows["07_finetuning_glue/20261202-a"]["main metric"] == "glue/average_score"
+    assert rows["07_finetuning_glue/20261202-a"]["value"] == 0.7
+    assert rows["cpu/07-minilm-l6-rte-cpu-s0-x"]["status"] == "failed"
+    assert rows["cpu/07-minilm-l6-rte-cpu-s0-x"]["main metric"] == "rte/accuracy"
+    assert cli_main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "20261202-a" in out and "failed" in out and "tensorboard --logdir" not in out  # no events yet
+    ctx = resolve_context("smoke", seed=0, device="cpu", bf16=False, run_dir=a)
+    writer = TB.scalar_writer(ctx, "finetune")
+    writer.add_scalar("train/loss", 1.0, 1)
+    writer.close()
+    assert {r["run"]: r["tensorboard"] for r in list_runs(tmp_path)}["07_finetuning_glue/20261202-a"] == 1
+    assert cli_main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert f"tensorboard --logdir {tmp_path}" in capsys.readouterr().out
