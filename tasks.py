@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
     if task == "course":
         return _run([BIN / "lmcourse", "course", "--profile", "smoke", *rest], env)
     if task == "lab":  # the notebooks pick their profile from LMCOURSE_PROFILE (cpu when unset)
-        return _run([BIN / "jupyter", "lab", f"--notebook-dir={ROOT / 'notebooks'}", *rest], env)
+        root = ["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else []  # containers often run as root
+        return _run([BIN / "jupyter", "lab", f"--notebook-dir={ROOT / 'notebooks'}", *root, *rest], env)
     if task == "lint":
         return _run([PY, "-m", "ruff", "check", "lmcourse", "tests", "tasks.py", *rest], env)
     env["LMCOURSE_PROFILE"] = "smoke"
