@@ -27,6 +27,9 @@ from lmcourse.tracking import METRICS_FILE, RUN_DIR_ENV, write_json_atomic
 RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
 
 
+HEADLESS_PROGRESS_ENV = "TQDM_DISABLE"  # set for the kernels of headless runs
+
+
 def default_runs_dir() -> Path:
     """``$LMCOURSE_RUNS_DIR``, else the checkout's ``runs/`` when working inside it (a notebook's working
     directory is ``notebooks/``: its runs still land next to the others), else ``./runs``."""
@@ -139,9 +142,14 @@ def run_notebook(
     metrics_path = folder / METRICS_FILE
     metrics_path.unlink(missing_ok=True)
 
-    env_before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, PROFILE_ENV)}
+    import tqdm  # noqa: F401 - imported (and its TQDM_* defaults read) before TQDM_DISABLE is set below
+
+    env_before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, PROFILE_ENV, HEADLESS_PROGRESS_ENV)}
     os.environ[RUN_DIR_ENV] = str(folder.resolve())
     os.environ[PROFILE_ENV] = params["profile"]
+    # no progress bars inside the kernel: the executed notebook under runs/ keeps readable outputs (this
+    # process's own bar over the cells is unaffected: tqdm reads TQDM_* when it is imported)
+    os.environ[HEADLESS_PROGRESS_ENV] = "1"
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     status, error = "completed", None

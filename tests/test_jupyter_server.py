@@ -36,14 +36,15 @@ def _free_port() -> int:
 class JupyterServer:
     """``jupyter lab`` (no browser) serving the checkout, reachable at :attr:`url` with :attr:`token`."""
 
-    def __init__(self, root: Path, log: Path, env: dict[str, str]):
+    def __init__(self, root: Path, log: Path, env: dict[str, str], extra: list[str] | None = None):
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ServerApp.ip=127.0.0.1",
              f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-             "--ServerApp.port_retries=0", *(["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else [])],
+             "--ServerApp.port_retries=0", *(["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else []),
+             *(extra or [])],
             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
@@ -162,3 +163,187 @@ def test_a_smoke_notebook_runs_cell_by_cell_over_the_kernel_websocket(server):
     finally:
         server.api("DELETE", f"/api/sessions/{session['id']}")
     assert kernel not in {k["id"] for k in server.api("GET", "/api/kernels")}
+
+
+# ------------------------------------------------------------------------------------------ the browser
+BROWSER_NOTEBOOK = "notebooks/00_getting_started.ipynb"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _chromium() -> str:
+    import shutil
+
+    for name in CHROMIUM_NAMES:
+        if path := shutil.which(name):
+            return path
+    message = ("no chromium on this machine: the browser test needs it (Debian: apt-get install chromium; "
+               ".ci/run installs it)")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over one page target's websocket."""
+
+    def __init__(self, conn):
+        self.conn, self.next_id = conn, 0
+
+    async def call(self, method: str, **params):
+        self.next_id += 1
+        await self.conn.write_message(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            raw = await self.conn.read_message()
+            if raw is None:
+                raise ConnectionError("the browser closed the DevTools connection")
+            msg = json.loads(raw)
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    async def js(self, expression: str):
+        res = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"{expression[:80]}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float, what: str):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if await self.js(expression):
+                return
+            await asyncio.sleep(0.5)
+        seen = await self.js(DIAGNOSIS)
+        raise TimeoutError(f"JupyterLab in the browser: {what} did not happen within {timeout:.0f} s ({seen})")
+
+
+# the notebook's panel (shell.currentWidget follows focus, which a headless page may not have)
+PANEL = "[...window.jupyterapp.shell.widgets('main')].find(w => w.sessionContext && w.content && w.content.model)"
+DIAGNOSIS = """(() => { try { const w = window.jupyterapp && """ + PANEL + """;
+  const s = w && w.sessionContext; const k = s && s.session && s.session.kernel;
+  return JSON.stringify({widget: w ? w.constructor.name : null, ready: s ? s.isReady : null,
+    kernel: k ? [k.status, k.connectionStatus] : null}); } catch (e) { return String(e); } })()"""
+NOTEBOOK_STATE = """(() => {
+  const panel = """ + PANEL + """;
+  const cells = [...Array(panel.content.model.cells.length).keys()].map(i => panel.content.model.cells.get(i));
+  const code = cells.filter(c => c.type === 'code');
+  const outputs = code.flatMap(c => c.toJSON().outputs || []);
+  const md = [...document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown')].map(el => {
+    const copy = el.cloneNode(true);
+    copy.querySelectorAll('code, pre, mjx-container').forEach(n => n.remove());
+    return copy.textContent;
+  });
+  return {
+    code_cells: code.length,
+    executed: code.filter(c => c.executionCount !== null).length,
+    errors: outputs.filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue),
+    kernel: panel.sessionContext.session && panel.sessionContext.session.kernel
+            ? panel.sessionContext.session.kernel.status : 'none',
+    images: document.querySelectorAll('.jp-OutputArea-output img').length,
+    math: document.querySelectorAll('.jp-RenderedMarkdown mjx-container').length,
+    raw_math: md.filter(t => /\\$[^$\\n]+\\$/.test(t)).length,
+  };
+})()"""
+
+
+async def _drive_jupyterlab(devtools_port: int, lab_url: str, screenshot: Path) -> dict:
+    from tornado.websocket import websocket_connect
+
+    with urlopen(Request(f"http://127.0.0.1:{devtools_port}/json/new?about:blank", method="PUT"), timeout=30) as r:
+        target = json.loads(r.read())
+    conn = await websocket_connect(target["webSocketDebuggerUrl"], max_message_size=64 * 2**20)
+    page = DevTools(conn)
+
+    async def save_screenshot(path: Path) -> None:
+        import base64
+
+        shot = await page.call("Page.captureScreenshot", format="png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    try:
+        await page.call("Page.enable")
+        await page.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1,
+                        mobile=False)
+        await page.call("Page.navigate", url=lab_url)
+        try:
+            await _run_notebook_in_lab(page)
+        except Exception:
+            await save_screenshot(screenshot.with_name("failure.png"))  # what the page showed when it failed
+            raise
+        state = await page.js(NOTEBOOK_STATE)
+        await page.js("(() => { const img = document.querySelector('.jp-OutputArea-output img'); "
+                      "if (img) img.scrollIntoView(); return true; })()")
+        await asyncio.sleep(1.0)
+        await save_screenshot(screenshot)
+        return state
+    finally:
+        conn.close()
+
+
+async def _run_notebook_in_lab(page: DevTools) -> None:
+    """Wait for the notebook and its kernel, run all cells, wait for them and for the typeset LaTeX."""
+    await page.wait_for("!!(window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell'))", 120,
+                        "opening the notebook")
+    await page.wait_for(f"(() => {{ const p = {PANEL}; return !!(p && p.sessionContext.session && "
+                        "p.sessionContext.session.kernel && p.sessionContext.session.kernel.status === 'idle'); })()",
+                        60, "the kernel starting")
+    await page.js(f"(() => {{ window.jupyterapp.shell.activateById({PANEL}.id); return true; }})()")
+    await page.js("window.jupyterapp.commands.execute('notebook:run-all-cells').then(() => true)")
+    await page.wait_for(f"(() => {{ const s = {NOTEBOOK_STATE}; return s.executed === s.code_cells && "
+                        "s.kernel === 'idle'; })()", 300, "running every cell")
+    await page.js("window.jupyterapp.commands.execute('notebook:render-all-markdown').then(() => true)")
+    await page.wait_for(f"{NOTEBOOK_STATE}.math > 0", 60, "typesetting the LaTeX")
+
+
+def test_jupyterlab_in_a_headless_browser_renders_latex_and_plots(tmp_path_factory):
+    chromium = _chromium()
+    settings = tmp_path_factory.mktemp("lab-settings")
+    # every cell rendered (not only those in view), and no news or update pop-ups
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none"}))
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = dict(os.environ, LMCOURSE_PROFILE="smoke", JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTER_RUNTIME_DIR=str(tmp_path_factory.mktemp("jupyter-runtime")))
+    env.pop("MPLBACKEND", None)  # the inline backend, as a learner gets it
+    logs = tmp_path_factory.mktemp("browser")
+    server = JupyterServer(REPO, logs / "server.log", env, extra=["--LabApp.expose_app_in_browser=True"])
+    port = _free_port()
+    browser = subprocess.Popen(
+        [chromium, "--headless=new", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+         "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={logs / 'profile'}", "about:blank"],
+        stdout=(logs / "chromium.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        server.wait_ready()
+        end = time.monotonic() + 60
+        while True:
+            try:
+                urlopen(f"http://127.0.0.1:{port}/json/version", timeout=5).read()
+                break
+            except (URLError, ConnectionError, OSError):
+                if time.monotonic() > end or browser.poll() is not None:
+                    raise RuntimeError("chromium did not start:\n"
+                                       f"{(logs / 'chromium.log').read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        from lmcourse.runner import default_runs_dir
+
+        screenshot = default_runs_dir() / "browser-test" / time.strftime("%Y%m%d-%H%M%S") / "jupyterlab.png"
+        lab_url = f"{server.url}/lab/tree/{BROWSER_NOTEBOOK}?token={server.token}"
+        state = asyncio.run(_drive_jupyterlab(port, lab_url, screenshot))
+        print(f"screenshot: {screenshot}; notebook state: {state}")
+        assert state["executed"] == state["code_cells"] > 0 and not state["errors"], state
+        assert state["math"] > 0 and state["raw_math"] == 0, state  # LaTeX typeset, no raw $...$ left
+        assert state["images"] > 0, state  # a plot appeared
+        assert screenshot.stat().st_size > 10_000
+    finally:
+        browser.terminate()
+        server.stop()
+        try:
+            browser.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            browser.kill()

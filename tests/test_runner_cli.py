@@ -130,3 +130,17 @@ def test_getting_started_notebook_via_the_installed_command(tmp_path):
     assert data["status"] == "completed" and data["profile"] == "smoke"
     assert 0.4 < data["metrics"]["sst2/majority_accuracy"] < 0.6
     assert (metrics_file.parent / "00_getting_started.ipynb").is_file()
+
+
+def test_headless_runs_keep_progress_bars_out_of_the_saved_notebook(tmp_path):
+    body = ("from tqdm.auto import tqdm\nimport time\n"
+            "for _ in tqdm(range(30), mininterval=0, desc='loop'):\n    time.sleep(0.01)\nprint('done')")
+    nb = _notebook(tmp_path / "11_bars.ipynb", body)
+    before = os.environ.get("TQDM_DISABLE")
+    result = run_notebook(nb, {}, profile="smoke", runs_dir=tmp_path / "runs", run_id="r", progress=False)
+    assert result.ok, result.error
+    assert os.environ.get("TQDM_DISABLE") == before  # this process's environment is restored
+    executed = nbformat.read(result.output, as_version=4)
+    streams = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    text = "".join(o["text"] for o in streams)
+    assert "done" in text and "it/s" not in text and "loop" not in text, text[:500]
