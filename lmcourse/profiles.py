@@ -96,6 +96,7 @@ PROFILES: dict[str, Profile] = {
         attention_cost={"seq_lens": [256, 512, 1024, 2048], "batch": 1, "heads": 4, "head_dim": 32, "repeats": 5},
         tokenizers={"wordpiece_vocab": 4000, "bpe_vocab": 4000, "min_frequency": 2},
         pretraining={"mlm_steps": 40, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10,
+                     "short_steps": 10,  # 05's side-by-side runs (MLM head, bf16, the Trainer)
                      "eval_blocks": 32, "corpus_lines": 1500,
                      "transfer_inits": ["random init", "MLM"],
                      "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
@@ -129,6 +130,7 @@ PROFILES: dict[str, Profile] = {
                         "repeats": 3},
         tokenizers={"wordpiece_vocab": 8000, "bpe_vocab": 8000, "min_frequency": 2},
         pretraining={"mlm_steps": 400, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100,
+                     "short_steps": 50,
                      "eval_blocks": 128, "corpus_lines": None,
                      "transfer_inits": ["random init", "MLM", "MLM+NSP"],
                      # a small-data regime (where pretraining should matter most), a couple of minutes per run
@@ -176,6 +178,7 @@ PROFILES: dict[str, Profile] = {
                         "repeats": 5},
         tokenizers={"wordpiece_vocab": 30522, "bpe_vocab": 32000, "min_frequency": 2},
         pretraining={"mlm_steps": 20000, "mlm_batch": 128, "mlm_lr": 5e-4, "warmup": 1000, "eval_every": 1000,
+                     "short_steps": 500,
                      "eval_blocks": 512, "corpus_lines": None,
                      "transfer_inits": ["random init", "MLM", "MLM+NSP"], "transfer_overrides": {},
                      "clm_steps": 5000, "clm_batch": 64, "clm_block": 256, "clm_layers": 6, "clm_heads": 6,
