@@ -2,8 +2,9 @@
 
 Each training loop of the course writes its scalars (loss, learning rate, tokens/s, eval metrics) as
 TensorBoard events under the run's folder: ``<run_dir>/tensorboard/<name>/`` for a run of ``lmcourse run``,
-``lmcourse course`` or a benchmark, and ``runs/lab/tensorboard/<name>/`` when a notebook runs interactively
-(no run folder). ``tensorboard --logdir runs`` then shows them all; ``lmcourse runs`` prints that command.
+``lmcourse course`` or a benchmark, and ``runs/interactive/tensorboard/<name>/`` for one without a run folder
+(a notebook in JupyterLab, ``lmcourse pretrain``). ``tensorboard --logdir runs`` shows them all; ``lmcourse
+runs`` prints that command.
 
 * :func:`log_dir` chooses the folder (a fresh one per training run: name, time and process id);
 * :func:`scalar_writer` opens a ``torch.utils.tensorboard.SummaryWriter`` there (``None`` when logging is
@@ -32,12 +33,12 @@ def enabled() -> bool:
 
 
 def log_root(ctx: RunContext | None = None) -> Path:
-    """``<ctx.run_dir>/tensorboard`` for a run with a folder, else ``<runs>/lab/tensorboard``."""
+    """``<ctx.run_dir>/tensorboard`` for a run with a folder, else ``<runs>/interactive/tensorboard``."""
     if ctx is not None and ctx.run_dir is not None:
         return Path(ctx.run_dir) / TENSORBOARD_SUBDIR
     from lmcourse.runner import default_runs_dir
 
-    return Path(default_runs_dir()) / "lab" / TENSORBOARD_SUBDIR
+    return Path(default_runs_dir()) / "interactive" / TENSORBOARD_SUBDIR
 
 
 def log_dir(ctx: RunContext | None, name: str) -> Path:

@@ -54,7 +54,7 @@ def test_no_events_when_switched_off_or_asked_for_none(tmp_path, monkeypatch):
     assert "/tensorboard/a-b-c-" in writer.log_dir
     interactive = resolve_context("smoke", seed=0, device="cpu", bf16=False)
     monkeypatch.setenv("LMCOURSE_RUNS_DIR", str(tmp_path / "elsewhere"))
-    assert TB.log_root(interactive) == tmp_path / "elsewhere" / "lab" / "tensorboard"
+    assert TB.log_root(interactive) == tmp_path / "elsewhere" / "interactive" / "tensorboard"
 
 
 def test_finetuning_events_are_the_trainer_log_history(tmp_path, tensorboard_on):
