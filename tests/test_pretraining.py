@@ -105,16 +105,20 @@ def _tiny(tok, nsp):
     return PT.bert_for_pretraining(PT.bert_config(prof, tok), nsp=nsp, ctx=CTX)
 
 
+def _pretraining_features(tok, nsp: bool) -> list[dict]:
+    """NSP sentence pairs or packed MLM blocks of 32 tokens from the first 600 corpus lines."""
+    lines = T.corpus_lines(max_lines=600)
+    if not nsp:
+        return [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
+    docs = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)]
+            for d in PT.split_documents(lines)]
+    return PT.nsp_features(tok, PT.build_nsp_pairs([d for d in docs if d], 32))
+
+
 @pytest.mark.parametrize("nsp", [False, True])
 def test_resume_continues_the_same_loss_curve(tok, tmp_path, nsp):
     torch.set_num_threads(1)
-    lines = T.corpus_lines(max_lines=600)
-    if nsp:
-        docs = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)]
-                for d in PT.split_documents(lines)]
-        feats = PT.nsp_features(tok, PT.build_nsp_pairs([d for d in docs if d], 32))
-    else:
-        feats = [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
+    feats = _pretraining_features(tok, nsp)
     coll = PT.mlm_collator(tok)
     cfg = PT.TrainConfig(max_steps=8, lr=1e-3, warmup_steps=2, eval_every=4, save_every=4)
     ev = PT.mlm_evaluator(feats[:16], coll, CTX)
@@ -298,13 +302,7 @@ def test_embedding_cone_bands_by_frequency():
 @pytest.mark.parametrize("nsp", [False, True])
 def test_gathered_mlm_head_gives_the_full_loss_and_gradients(tok, nsp):
     """Projecting only the masked positions to the vocabulary is the same objective as the full head."""
-    lines = T.corpus_lines(max_lines=600)
-    if nsp:
-        docs = [[tok(s, add_special_tokens=False)["input_ids"] for s in PT.sentence_segments(d)]
-                for d in PT.split_documents(lines)]
-        feats = PT.nsp_features(tok, PT.build_nsp_pairs([d for d in docs if d], 32))
-    else:
-        feats = [{"input_ids": b} for b in PT.bert_blocks(tok, lines, 32)]
+    feats = _pretraining_features(tok, nsp)
     batch = PT.collate_seeded(PT.mlm_collator(tok), feats[:8], seed=3)
     assert (batch["labels"] != -100).float().mean() < 0.5  # most positions are not masked: a real saving
     model = _tiny(tok, nsp).train()  # dropout on: both paths must draw the same masks
