@@ -1,0 +1,360 @@
+"""Does pretraining transfer? The pieces of a sound answer (notebook 14).
+
+One fine-tuning run per initialisation says nothing: the spread between seeds is as large as the gaps being
+asked about. The study therefore measures *curves with seeds*:
+
+* **label efficiency**: the downstream score against the number of labelled examples n, several seeds per
+  point, next to the baselines a reader would use (majority class, TF-IDF + logistic regression on the same
+  n examples);
+* **a fair readout**: the mean of the last hidden states (:class:`MeanPoolingClassifier`), never BERT's
+  ``pooler([CLS])`` that masked-LM pretraining leaves untrained; and a **linear probe** on frozen
+  mean-pooled features (:func:`encoder_features`, :func:`probe_curve`), which measures what the
+  representation already holds without any fine-tuning noise;
+* **the learning rate per initialisation**, chosen on examples held out from train
+  (:func:`choose_learning_rate`), never on the reported dev set;
+* **score against pretraining compute** (checkpoints along one run) and where a fit in log-compute would
+  cross the random-init score (:func:`crossing_point`), with a bootstrap interval;
+* **a causal test** of a proposed mechanism: swap one part of a trained encoder for its random-init
+  counterpart (:func:`fresh_word_embeddings`) and fine-tune again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lmcourse.context import RunContext
+from lmcourse.data import get_task
+from lmcourse.errors import ArgumentError
+
+
+# ------------------------------------------------------------------------------------------ readout
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """The average of the hidden states over the real (unpadded) tokens: ``(batch, seq, d) -> (batch, d)``."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class MeanPoolingClassifier(nn.Module):
+    """An encoder, the mean of its last hidden states, dropout and one linear layer.
+
+    A readout that MLM pretraining does not favour or disfavour: every position's hidden state is trained by
+    MLM (a masked position is predicted from it), while ``[CLS]`` is never a target and BERT's pooler is not
+    part of ``BertForMaskedLM`` at all. The sentence-embedding MiniLM was itself trained with mean pooling.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, *, dropout: float = 0.1,
+                 initializer_range: float = 0.02, regression: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.config = getattr(encoder, "config", None)  # the Trainer reads a few fields of it
+        hidden = int(self.config.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+        nn.init.normal_(self.classifier.weight, std=initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+        self.num_labels, self.regression = num_labels, regression
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None, **_: Any):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(mean_pool(hidden, attention_mask)))
+        loss = None
+        if labels is not None:
+            if self.regression:
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def mean_pooling_head(net: nn.Module) -> MeanPoolingClassifier:
+    """``model_init_hook`` for :func:`lmcourse.finetuning.finetune`: keep the loaded classifier's encoder,
+    replace its ``pooler([CLS])`` head by :class:`MeanPoolingClassifier` (same dropout, same init range)."""
+    config = net.config
+    encoder = net.base_model
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # unused by this readout; dropping it keeps the parameter count honest
+    return MeanPoolingClassifier(encoder, int(config.num_labels),
+                                 dropout=float(getattr(config, "hidden_dropout_prob", 0.1)),
+                                 initializer_range=float(getattr(config, "initializer_range", 0.02)),
+                                 regression=config.problem_type == "regression")
+
+
+def fresh_word_embeddings(seed: int, then: Callable[[nn.Module], nn.Module] | None = None
+                          ) -> Callable[[nn.Module], nn.Module]:
+    """A ``model_init_hook`` that replaces the loaded encoder's word-embedding table by a freshly initialised
+    one (normal, the config's ``initializer_range``, seeded), everything else kept. The intervention that
+    tests whether a trained encoder's *embeddings* (for example an embedding cone) are what helps or hurts
+    its transfer; ``then`` is applied afterwards (for example :func:`mean_pooling_head`)."""
+
+    def hook(net: nn.Module) -> nn.Module:
+        table = net.get_input_embeddings().weight
+        std = float(getattr(net.config, "initializer_range", 0.02))
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            table.copy_(torch.randn(table.shape, generator=gen) * std)
+            pad = getattr(net.config, "pad_token_id", None)
+            if pad is not None:
+                table[int(pad)].zero_()  # as nn.Embedding(padding_idx=...) initialises it
+        return then(net) if then is not None else net
+
+    return hook
+
+
+# ------------------------------------------------------------------------------------------ features
+def load_encoder(model: str, *, random_init: bool = False, ctx: RunContext | None = None):
+    """Tokenizer and bare encoder (``AutoModel``: no task head) of ``model`` (a short name of
+    :func:`lmcourse.models.resolve` or a ``save_pretrained`` folder); ``random_init=True`` builds the same
+    architecture with weights drawn under ``ctx.seeded()``."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from lmcourse.models import resolve
+
+    path = resolve(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if random_init:
+        config = AutoConfig.from_pretrained(path)
+        if ctx is None:
+            return tokenizer, AutoModel.from_config(config)
+        with ctx.seeded():
+            return tokenizer, AutoModel.from_config(config)
+    return tokenizer, AutoModel.from_pretrained(path)
+
+
+@torch.no_grad()
+def encoder_features(encoder: nn.Module, tokenizer, dataset, task: str, ctx: RunContext, *, max_length: int,
+                     batch_size: int = 64) -> np.ndarray:
+    """Mean-pooled last hidden states of every example of a GLUE ``dataset`` (``float32``, one row per
+    example, in the dataset's order). Examples are batched by length, so padding costs little."""
+    from tqdm.auto import tqdm
+
+    from lmcourse.finetuning import tokenize_glue
+
+    spec = get_task(task)
+    enc = tokenize_glue(dataset, tokenizer, spec, max_length)
+    lengths = np.asarray(enc["length"])
+    order = np.argsort(-lengths, kind="stable")
+    encoder = encoder.to(ctx.device).eval()
+    out = np.zeros((len(enc), int(encoder.config.hidden_size)), dtype=np.float32)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc.column_names]
+    pad = int(tokenizer.pad_token_id or 0)
+    for start in tqdm(range(0, len(order), batch_size), desc=f"features {spec.name}", leave=False):
+        idx = order[start:start + batch_size]
+        rows = enc.select(idx.tolist())
+        width = int(lengths[idx].max())
+        batch = {}
+        for k in keys:
+            fill = pad if k == "input_ids" else 0
+            batch[k] = torch.tensor([r + [fill] * (width - len(r)) for r in rows[k]], device=ctx.device)
+        hidden = encoder(**batch).last_hidden_state
+        out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu().numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------ probes
+def nested_subset(pool_size: int, n: int, seed: int) -> np.ndarray:
+    """The first ``n`` of a seeded permutation of ``range(pool_size)``: for one seed, the subsets of growing
+    n are nested, so a curve's points differ by added examples rather than by a new draw."""
+    if not 1 <= n <= pool_size:
+        raise ArgumentError(f"cannot draw {n} examples from a pool of {pool_size}; use 1 <= n <= {pool_size}")
+    return np.random.default_rng(int(seed)).permutation(pool_size)[:n]
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, task: str,
+                 *, seed: int = 0, cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> float:
+    """The GLUE main metric of a logistic regression on frozen features (standardised). The inverse
+    regularisation C is chosen by 3-fold cross-validation *inside the training examples*; the eval set
+    only scores. A training set with one class predicts that class."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from lmcourse.finetuning.trainer import task_metrics
+
+    spec = get_task(task)
+    if spec.is_regression:
+        raise ArgumentError(f"linear_probe is for classification tasks; {task!r} is a regression task")
+    train_y = np.asarray(train_y).astype(int)
+    classes, counts = np.unique(train_y, return_counts=True)
+    if len(classes) == 1:
+        preds = np.full(len(eval_y), int(classes[0]))
+    else:
+        folds = int(min(3, counts.min()))
+        head = (LogisticRegressionCV(Cs=list(cs), cv=folds, max_iter=2000, random_state=seed,
+                                     scoring="accuracy", l1_ratios=(0.0,), use_legacy_attributes=False) if folds >= 2
+                else LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+        preds = make_pipeline(StandardScaler(), head).fit(train_x, train_y).predict(eval_x)
+    return float(task_metrics(spec.name, preds, np.asarray(eval_y))[spec.main_metric])
+
+
+def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: str, *, sizes: Iterable[int],
+                seeds: Iterable[int], label: str) -> list[dict[str, Any]]:
+    """:func:`linear_probe` at every n of ``sizes`` (capped at the pool) for every seed, on the
+    :func:`nested_subset` of that seed. Rows ``{"init": label, "task", "n", "seed", "score"}``."""
+    rows = []
+    train_y = np.asarray(train_y)
+    for seed in seeds:
+        for n in sizes:
+            idx = np.sort(nested_subset(len(train_y), min(int(n), len(train_y)), seed))  # order-free fit
+            rows.append({"init": label, "task": task, "n": len(idx), "seed": int(seed),
+                         "score": linear_probe(train_x[idx], train_y[idx], eval_x, eval_y, task, seed=int(seed))})
+    return rows
+
+
+def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds: Iterable[int]
+                   ) -> list[dict[str, Any]]:
+    """Majority class and TF-IDF + logistic regression on the same nested subsets as :func:`probe_curve`
+    (``train``/``evaluation``: ``datasets.Dataset`` splits of the task)."""
+    from lmcourse.finetuning import tfidf_baseline
+    from lmcourse.finetuning.trainer import task_metrics
+
+    spec = get_task(task)
+    eval_labels = np.asarray(evaluation["label"])
+    rows = []
+    for seed in seeds:
+        for n in sizes:
+            idx = nested_subset(len(train), min(int(n), len(train)), seed)
+            part = train.select(idx.tolist())
+            # the most frequent label of these n training examples, predicted for every eval example
+            const = np.full(len(eval_labels), int(np.bincount(np.asarray(part["label"]).astype(int)).argmax()))
+            scores = {"majority class": task_metrics(spec.name, const, eval_labels)[spec.main_metric],
+                      "TF-IDF + LR": tfidf_baseline(task, part, evaluation, seed=int(seed))[spec.main_metric]}
+            rows += [{"init": name, "task": task, "n": len(idx), "seed": int(seed), "score": float(v)}
+                     for name, v in scores.items()]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+def _finetune_row(result, label: str, n: int, lr: float) -> dict[str, Any]:
+    return {"init": label, "task": result.task, "n": int(n), "seed": int(result.seed), "learning_rate": float(lr),
+            "score": float(result.score), "selection_score": result.selection["best_score"],
+            "train_seconds": float(result.train_seconds)}
+
+
+def finetune_curve(task: str, model: str, *, ctx: RunContext, sizes: Iterable[int], seeds: Iterable[int],
+                   label: str, random_init: bool = False,
+                   model_init_hook: Callable[[nn.Module], nn.Module] | None = mean_pooling_head,
+                   hook_for_seed: Callable[[int], Callable[[nn.Module], nn.Module]] | None = None,
+                   **overrides: Any) -> list[dict[str, Any]]:
+    """Fine-tune ``model`` on ``n`` training examples of ``task`` for every n of ``sizes`` and every seed
+    (:func:`lmcourse.finetuning.finetune`: the seed draws the examples, the random init, the order and
+    dropout; the best checkpoint is chosen on examples held out from those n, the dev set only scores).
+    The readout is :func:`mean_pooling_head` unless ``model_init_hook`` says otherwise; ``hook_for_seed``,
+    when given, builds the hook from the seed (an intervention drawn per seed). ``overrides`` go to
+    ``finetune``. Rows like :func:`probe_curve`'s, plus the learning rate, the selection score and the
+    training seconds."""
+    from tqdm.auto import tqdm
+
+    from lmcourse.finetuning import finetune
+
+    runs = [(int(n), int(s)) for s in seeds for n in sizes]
+    rows = []
+    for n, seed in tqdm(runs, desc=f"fine-tune {label} on {task}", leave=False):
+        hook = hook_for_seed(seed) if hook_for_seed is not None else model_init_hook
+        settings = {"progress": False, "save_model": False, **overrides}
+        result = finetune(task, model, ctx=ctx.with_changes(seed=seed), random_init=random_init,
+                          max_train_samples=n, model_init_hook=hook, **settings)
+        rows.append(_finetune_row(result, label, n, result.settings["learning_rate"]))
+    return rows
+
+
+def choose_learning_rate(task: str, model: str, learning_rates: Sequence[float], *, ctx: RunContext, n: int,
+                         label: str, random_init: bool = False,
+                         model_init_hook: Callable[[nn.Module], nn.Module] | None = mean_pooling_head,
+                         **overrides: Any) -> tuple[float, list[dict[str, Any]]]:
+    """The learning rate, among ``learning_rates``, whose run scores best on the examples held out from the
+    ``n`` training examples (the ``selection`` part :func:`lmcourse.finetuning.finetune` keeps for the best
+    checkpoint): a choice made per initialisation without looking at the dev set. Returns the rate and one
+    row per run (the dev score is in the rows for the record; it is not used)."""
+    if not learning_rates:
+        raise ArgumentError("choose_learning_rate needs at least one learning rate")
+    if overrides.get("selection_fraction", 0.1) == 0 or overrides.get("eval_strategy") == "no":
+        raise ArgumentError("choose_learning_rate needs held-out selection examples: keep selection_fraction > 0 "
+                            "and an eval_strategy other than 'no'")
+    rows = []
+    for lr in learning_rates:
+        rows += finetune_curve(task, model, ctx=ctx, sizes=[n], seeds=[ctx.seed], label=label,
+                               random_init=random_init, model_init_hook=model_init_hook,
+                               learning_rate=float(lr), **overrides)
+    best = max(rows, key=lambda r: (r["selection_score"], -r["learning_rate"]))
+    return float(best["learning_rate"]), rows
+
+
+# ------------------------------------------------------------------------------------------ compute
+@dataclass(frozen=True)
+class Crossing:
+    """Where a straight line in log10(pretraining FLOPs) through the checkpoints' scores reaches the
+    reference (random-init) mean, with a bootstrap over the seeds of every point."""
+
+    slope: float  # score per decade of pretraining FLOPs
+    intercept: float
+    reference: float  # the random-init mean the line is compared with
+    log10_flops: float | None  # None when the fitted slope is not positive (the line never gets there)
+    interval: tuple[float, float] | None  # 16th and 84th percentiles of the bootstrap crossings
+    positive_share: float  # share of bootstrap fits with a positive slope
+    already_above: bool  # the best checkpoint's mean is already above the reference
+
+    def describe(self) -> str:
+        if self.log10_flops is None:
+            return (f"the fit falls or stays flat with compute (slope {self.slope:+.4f} per decade): "
+                    "no crossing is predicted")
+        where = f"10^{self.log10_flops:.1f} FLOPs"
+        if self.interval is not None:
+            where += f" (bootstrap 68% interval 10^{self.interval[0]:.1f} to 10^{self.interval[1]:.1f})"
+        state = "has crossed it" if self.already_above else "would cross it"
+        return (f"slope {self.slope:+.4f} per decade of compute; the fit {state} at {where}; "
+                f"{self.positive_share:.0%} of the bootstrap fits rise with compute")
+
+
+def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
+
+
+def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], reference: Sequence[float], *,
+                   n_boot: int = 2000, seed: int = 0) -> Crossing:
+    """Fit ``score = a + b·log10(FLOPs)`` through every seed's score of every checkpoint (``flops[i]`` > 0,
+    ``scores[i]``: one score per seed) and solve for the mean of ``reference`` (the random-init scores).
+    The bootstrap resamples the seeds of every checkpoint and of the reference."""
+    if len(flops) != len(scores) or len(flops) < 2:
+        raise ArgumentError("crossing_point needs one list of seed scores per checkpoint, at least two checkpoints")
+    if any(f <= 0 for f in flops) or len(set(flops)) < 2:
+        raise ArgumentError("crossing_point needs positive, not all equal, pretraining FLOPs (leave the step-0 "
+                            "checkpoint out: it is the reference)")
+    if not reference or any(len(s) == 0 for s in scores):
+        raise ArgumentError("crossing_point needs at least one score per checkpoint and for the reference")
+    logs = np.log10(np.asarray(flops, dtype=float))
+    groups = [np.asarray(s, dtype=float) for s in scores]
+    ref = np.asarray(reference, dtype=float)
+
+    def solve(gs: list[np.ndarray], r: np.ndarray) -> tuple[float, float, float | None]:
+        x = np.concatenate([np.full(len(g), lx) for g, lx in zip(gs, logs, strict=True)])
+        b, a = _fit_line(x, np.concatenate(gs))
+        return b, a, ((float(r.mean()) - a) / b if b > 0 else None)
+
+    slope, intercept, at = solve(groups, ref)
+    rng = np.random.default_rng(seed)
+    crossings, positive = [], 0
+    for _ in range(int(n_boot)):
+        gs = [rng.choice(g, size=len(g), replace=True) for g in groups]
+        b, _a, x = solve(gs, rng.choice(ref, size=len(ref), replace=True))
+        positive += b > 0
+        if x is not None and math.isfinite(x):
+            crossings.append(x)
+    interval = (float(np.percentile(crossings, 16)), float(np.percentile(crossings, 84))) if crossings else None
+    best = max(float(g.mean()) for g in groups)
+    return Crossing(slope=slope, intercept=intercept, reference=float(ref.mean()), log10_flops=at,
+                    interval=interval if at is not None else None, positive_share=positive / max(int(n_boot), 1),
+                    already_above=best > float(ref.mean()))

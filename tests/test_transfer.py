@@ -1,0 +1,238 @@
+"""lmcourse.transfer: the fair readout against hand computations, features against per-example runs, the
+probe's choice of C made without the eval labels, the baselines, the crossing fit on lines with a known
+answer, and the fine-tuning helpers end to end on a tiny random BERT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lmcourse.context import resolve_context
+from lmcourse.data import load_glue
+from lmcourse.errors import ArgumentError
+from lmcourse.transfer import (
+    MeanPoolingClassifier,
+    baseline_curve,
+    choose_learning_rate,
+    crossing_point,
+    encoder_features,
+    finetune_curve,
+    fresh_word_embeddings,
+    linear_probe,
+    mean_pool,
+    mean_pooling_head,
+    nested_subset,
+    probe_curve,
+)
+
+SMOKE = resolve_context("smoke", seed=0, device="cpu", bf16=False)
+
+
+def _tiny_config(**kw):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer hidden-32 BERT with random weights and MiniLM's tokenizer, saved like a checkpoint."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lmcourse.models import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_mean_pool_averages_only_real_tokens():
+    hidden = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    expected = torch.stack([hidden[0].mean(0), hidden[1, :2].mean(0), hidden[2, 0]])
+    torch.testing.assert_close(mean_pool(hidden, mask), expected)
+    torch.testing.assert_close(mean_pool(hidden, None), hidden.mean(1))
+
+
+def test_mean_pooling_head_is_mean_pool_then_linear():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    net = BertForSequenceClassification(_tiny_config(num_labels=3)).eval()
+    head = mean_pooling_head(net).eval()
+    assert isinstance(head, MeanPoolingClassifier) and head.encoder.pooler is None
+    assert not any(name.startswith("encoder.pooler") for name, _ in head.named_parameters())
+    ids = torch.randint(5, 120, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[3, 2:] = 0
+    labels = torch.tensor([0, 2, 1, 2])
+    out = head(input_ids=ids, attention_mask=mask, labels=labels)
+    # by hand: each example alone, unpadded, through the same encoder
+    rows = []
+    for i in range(4):
+        n = int(mask[i].sum())
+        h = net.bert(input_ids=ids[i:i + 1, :n]).last_hidden_state[0]
+        rows.append(head.classifier(h.mean(0)))
+    expected = torch.stack(rows)
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.loss, F.cross_entropy(expected, labels), atol=1e-5, rtol=1e-5)
+
+
+def test_mean_pooling_head_regression_uses_mse():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(1)
+    net = BertForSequenceClassification(_tiny_config(num_labels=1, problem_type="regression")).eval()
+    head = mean_pooling_head(net).eval()
+    ids = torch.randint(5, 120, (2, 7))
+    y = torch.tensor([0.5, 3.0])
+    out = head(input_ids=ids, attention_mask=torch.ones_like(ids), labels=y)
+    torch.testing.assert_close(out.loss, F.mse_loss(out.logits.squeeze(-1), y))
+
+
+def test_fresh_word_embeddings_replaces_only_the_table():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    net = BertForSequenceClassification(_tiny_config(num_labels=2, initializer_range=0.05))
+    with torch.no_grad():
+        net.bert.embeddings.word_embeddings.weight.mul_(0).add_(1.0)  # a "trained" table: all ones
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = fresh_word_embeddings(7)(net)
+    table = out.bert.embeddings.word_embeddings.weight
+    assert out is net
+    assert table[1:].std().item() == pytest.approx(0.05, rel=0.1) and abs(table[1:].mean().item()) < 0.01
+    assert torch.count_nonzero(table[net.config.pad_token_id]) == 0
+    for k, v in net.state_dict().items():
+        if k != "bert.embeddings.word_embeddings.weight":
+            assert torch.equal(v, before[k]), k
+    other = BertForSequenceClassification(_tiny_config(num_labels=2, initializer_range=0.05))
+    torch.testing.assert_close(fresh_word_embeddings(7)(other).bert.embeddings.word_embeddings.weight, table)
+    assert isinstance(fresh_word_embeddings(7, then=mean_pooling_head)(other), MeanPoolingClassifier)
+
+
+def test_encoder_features_equal_one_example_at_a_time(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    for task in ["sst2", "mrpc"]:
+        ds = load_glue(task, "validation").select(range(11))
+        feats = encoder_features(enc, tok, ds, task, SMOKE, max_length=24, batch_size=4)
+        assert feats.shape == (11, 32) and feats.dtype == np.float32
+        cols = ["sentence"] if task == "sst2" else ["sentence1", "sentence2"]
+        for i in range(11):
+            one = tok(*[ds[i][c] for c in cols], truncation=True, max_length=24, return_tensors="pt")
+            with torch.no_grad():
+                ref = enc(**one).last_hidden_state[0].mean(0).numpy()
+            np.testing.assert_allclose(feats[i], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_nested_subset_is_nested_and_seeded():
+    a, b = nested_subset(100, 10, 3), nested_subset(100, 30, 3)
+    assert list(b[:10]) == list(a) and len(set(b)) == 30 and b.max() < 100
+    assert list(nested_subset(100, 10, 3)) == list(a) and list(nested_subset(100, 10, 4)) != list(a)
+    for bad in [0, 101]:
+        with pytest.raises(ArgumentError, match="cannot draw"):
+            nested_subset(100, bad, 0)
+
+
+def test_linear_probe_learns_signal_and_never_looks_at_eval_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(int)
+    score = linear_probe(x[:200], y[:200], x[200:], y[200:], "sst2")
+    assert score > 0.95
+    # labels that are noise: the probe is at chance on average over draws
+    noise = [linear_probe(x[:200], rng.integers(0, 2, 200), x[200:], y[200:], "sst2") for _ in range(10)]
+    assert abs(np.mean(noise) - 0.5) < 0.08
+    # the predictions do not depend on the eval labels: flipping them turns accuracy a into 1 - a
+    flipped = linear_probe(x[:200], y[:200], x[200:], 1 - y[200:], "sst2")
+    assert score + flipped == pytest.approx(1.0)
+    # one class among the training labels: that class everywhere
+    assert linear_probe(x[:5], np.ones(5, int), x[200:], y[200:], "sst2") == pytest.approx(y[200:].mean())
+    with pytest.raises(ArgumentError, match="regression"):
+        linear_probe(x[:10], y[:10], x[10:20], y[10:20], "stsb")
+
+
+def test_probe_curve_rows_follow_sizes_and_seeds():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4))
+    y = (x[:, 0] > 0).astype(int)
+    rows = probe_curve(x[:200], y[:200], x[200:], y[200:], "sst2", sizes=[20, 80, 500], seeds=[0, 1], label="f")
+    assert [(r["n"], r["seed"]) for r in rows] == [(20, 0), (80, 0), (200, 0), (20, 1), (80, 1), (200, 1)]
+    assert all(r["init"] == "f" and r["task"] == "sst2" for r in rows)
+    full = [r["score"] for r in rows if r["n"] == 200]
+    assert full[0] == full[1]  # the whole pool: the seeds draw the same examples
+
+
+def test_baseline_curve_majority_is_the_subset_majority_on_eval():
+    train = load_glue("sst2", "train").select(range(300))
+    evaluation = load_glue("sst2", "validation").select(range(100))
+    rows = baseline_curve("sst2", train, evaluation, sizes=[15, 60], seeds=[0])
+    majority = [r for r in rows if r["init"] == "majority class"]
+    idx = nested_subset(300, 15, 0)
+    top = np.bincount(np.asarray(train.select(idx.tolist())["label"])).argmax()
+    assert majority[0]["score"] == pytest.approx(float(np.mean(np.asarray(evaluation["label"]) == top)))
+    tfidf = [r["score"] for r in rows if r["init"] == "TF-IDF + LR"]
+    assert len(tfidf) == 2 and all(0.0 <= s <= 1.0 for s in tfidf)
+
+
+def test_crossing_point_on_known_lines():
+    flops = [1e12, 1e13, 1e14]
+    # score = 0.5 + 0.02 * (log10 F - 12), three seeds with symmetric noise: the fit recovers it exactly
+    scores = [[0.5 + 0.02 * k + d for d in (-0.01, 0.0, 0.01)] for k in range(3)]
+    c = crossing_point(flops, scores, reference=[0.58, 0.58, 0.58], n_boot=200)
+    assert c.slope == pytest.approx(0.02) and c.log10_flops == pytest.approx(16.0)
+    assert c.interval is not None and c.interval[0] <= 16.0 <= c.interval[1] and not c.already_above
+    assert c.positive_share == 1.0 and "would cross" in c.describe()
+    falling = crossing_point(flops, [[0.6], [0.55], [0.5]], reference=[0.7])
+    assert falling.log10_flops is None and falling.interval is None and "no crossing" in falling.describe()
+    above = crossing_point(flops, scores, reference=[0.5])
+    assert above.already_above and above.log10_flops == pytest.approx(12.0)
+    for bad in [dict(flops=[0.0, 1e12], scores=[[0.5], [0.6]]), dict(flops=[1e12], scores=[[0.5]]),
+                dict(flops=[1e12, 1e12], scores=[[0.5], [0.6]])]:
+        with pytest.raises(ArgumentError):
+            crossing_point(bad["flops"], bad["scores"], reference=[0.5])
+
+
+FAST = {"max_eval_samples": 40, "num_epochs": 1, "batch_size": 16, "max_length": 32, "bf16": False}
+
+
+def test_finetune_curve_with_mean_pooling_on_a_tiny_bert(tiny_bert):
+    rows = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32, 48], seeds=[0, 1], label="tiny", **FAST)
+    assert [(r["n"], r["seed"]) for r in rows] == [(32, 0), (48, 0), (32, 1), (48, 1)]
+    assert all(0.0 <= r["score"] <= 1.0 and r["selection_score"] is not None for r in rows)
+    again = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[1], label="tiny", **FAST)
+    assert again[0]["score"] == rows[2]["score"]  # a seed fixes the run
+
+
+def test_choose_learning_rate_picks_the_best_selection_score(tiny_bert):
+    lr, rows = choose_learning_rate("sst2", tiny_bert, [1e-5, 1e-3], ctx=SMOKE, n=64, label="tiny", **FAST)
+    assert [r["learning_rate"] for r in rows] == [1e-5, 1e-3]
+    best = max(rows, key=lambda r: (r["selection_score"], -r["learning_rate"]))
+    assert lr == best["learning_rate"]
+    with pytest.raises(ArgumentError, match="held-out"):
+        choose_learning_rate("sst2", tiny_bert, [1e-4], ctx=SMOKE, n=64, label="t", selection_fraction=0, **FAST)
+    with pytest.raises(ArgumentError, match="at least one"):
+        choose_learning_rate("sst2", tiny_bert, [], ctx=SMOKE, n=64, label="t")
+
+
+def test_choose_learning_rate_ignores_the_dev_score(monkeypatch):
+    import lmcourse.transfer as tr
+
+    def fake_curve(task, model, *, learning_rate, **_):  # dev score and selection score disagree on purpose
+        return [{"learning_rate": learning_rate, "selection_score": {1e-4: 0.9, 1e-3: 0.6}[learning_rate],
+                 "score": {1e-4: 0.5, 1e-3: 0.99}[learning_rate]}]
+
+    monkeypatch.setattr(tr, "finetune_curve", fake_curve)
+    lr, rows = tr.choose_learning_rate("sst2", "m", [1e-4, 1e-3], ctx=SMOKE, n=64, label="x")
+    assert lr == 1e-4 and len(rows) == 2
