@@ -25,7 +25,7 @@ from lmcourse.errors import UnknownNameError
 PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
 #: the chapter sections of a profile (dicts of sizes)
-SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments")
+SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments", "transfer")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Profile:
     pretraining: dict[str, Any] = field(default_factory=dict)
     finetune_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)  # notebook 14: does pretraining help?
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -116,6 +117,14 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 256, "fewshot_eval": 128, "fewshot_ks": (8, 16), "fewshot_seeds": (0, 1),
                      "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_steps": 4,
                      "ablation_seeds": (0, 1), "speed_seeds": (0,), "peft_seeds": (0,)},
+        transfer={"corpus": (("wikitext-2", "validation"),), "corpus_lines": 1500, "wordpiece_vocab": 4000,
+                  "pretrain_steps": 20, "pretrain_batch": 8, "pretrain_lr": 1e-3, "warmup": 4,
+                  "checkpoints": (0.0, 0.5, 1.0),
+                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 160, "mrpc": 160}, "probe_eval": 96,
+                  "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
+                  "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 6, "ft_batch": 16,
+                  "ft_eval": 64, "ft_max_length": 64, "lr_n": 64, "minilm_lrs": (1e-4, 3e-4),
+                  "scratch_lrs": (3e-4, 1e-3), "ckpt_n": 64, "assert_n": None, "assert_margin": None},
     ),
     "cpu": Profile(
         name="cpu",
@@ -167,6 +176,18 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
+        # about 20 minutes on 2 cores: probes are cheap (one forward pass per example), fine-tuning is not
+        transfer={"corpus": (("wikitext-2", "train"),), "corpus_lines": None, "wordpiece_vocab": 8000,
+                  "pretrain_steps": 400, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 40,
+                  "checkpoints": (0.0, 0.25, 0.5, 1.0),
+                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 6000, "mrpc": None}, "probe_eval": None,
+                  "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
+                  "probe_max_length": 128,
+                  "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 60,
+                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "lr_n": 1000,
+                  "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
+                  # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
+                  "assert_n": 1000, "assert_margin": 0.05},
     ),
     "gpu": Profile(
         name="gpu",
@@ -204,6 +225,17 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64),
                      "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_steps": 100,
                      "ablation_seeds": (0, 1, 2), "speed_seeds": (0, 1, 2), "peft_seeds": (0, 1, 2)},
+        # one GPU-hour: 6,000 steps of 128 x 512 tokens = 0.39B tokens, about 3 passes over WikiText-103
+        transfer={"corpus": (("wikitext-103-raw", "train"),), "corpus_lines": None, "wordpiece_vocab": 30522,
+                  "pretrain_steps": 6000, "pretrain_batch": 128, "pretrain_lr": 5e-4, "warmup": 300,
+                  "checkpoints": (0.0, 0.25, 0.5, 1.0),
+                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": None, "mrpc": None}, "probe_eval": None,
+                  "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
+                  "probe_max_length": 128,
+                  "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (100, 300, 1000, 3000), "ft_seeds": (0, 1, 2, 3, 4),
+                  "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "lr_n": 1000,
+                  "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
+                  "assert_n": 1000, "assert_margin": 0.05},
     ),
 }
 

@@ -202,11 +202,15 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, e
 def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: str, *, sizes: Iterable[int],
                 seeds: Iterable[int], label: str) -> list[dict[str, Any]]:
     """:func:`linear_probe` at every n of ``sizes`` (capped at the pool) for every seed, on the
-    :func:`nested_subset` of that seed. Rows ``{"init": label, "task", "n", "seed", "score"}``."""
+    :func:`nested_subset` of that seed (the whole pool once: it is the same fit for every seed).
+    Rows ``{"init": label, "task", "n", "seed", "score"}``."""
     rows = []
     train_y = np.asarray(train_y)
+    seeds = list(seeds)
     for seed in seeds:
         for n in sizes:
+            if int(n) >= len(train_y) and seed != seeds[0]:
+                continue  # the whole pool: every seed would fit the very same examples, so it runs once
             idx = np.sort(nested_subset(len(train_y), min(int(n), len(train_y)), seed))  # order-free fit
             rows.append({"init": label, "task": task, "n": len(idx), "seed": int(seed),
                          "score": linear_probe(train_x[idx], train_y[idx], eval_x, eval_y, task, seed=int(seed))})
@@ -247,27 +251,44 @@ def finetune_curve(task: str, model: str, *, ctx: RunContext, sizes: Iterable[in
                    label: str, random_init: bool = False,
                    model_init_hook: Callable[[nn.Module], nn.Module] | None = mean_pooling_head,
                    hook_for_seed: Callable[[int], Callable[[nn.Module], nn.Module]] | None = None,
-                   **overrides: Any) -> list[dict[str, Any]]:
+                   reuse: Sequence[dict[str, Any]] = (), **overrides: Any) -> list[dict[str, Any]]:
     """Fine-tune ``model`` on ``n`` training examples of ``task`` for every n of ``sizes`` and every seed
     (:func:`lmcourse.finetuning.finetune`: the seed draws the examples, the random init, the order and
     dropout; the best checkpoint is chosen on examples held out from those n, the dev set only scores).
     The readout is :func:`mean_pooling_head` unless ``model_init_hook`` says otherwise; ``hook_for_seed``,
     when given, builds the hook from the seed (an intervention drawn per seed). ``overrides`` go to
     ``finetune``. Rows like :func:`probe_curve`'s, plus the learning rate, the selection score and the
-    training seconds."""
+    training seconds. ``reuse``: rows of runs already made (for example by :func:`choose_learning_rate`);
+    a run with the same label, task, n, seed and learning rate is taken from there instead of repeated (a
+    seed fixes a run on the CPU, so repeating it would give the same numbers)."""
     from tqdm.auto import tqdm
 
     from lmcourse.finetuning import finetune
 
     runs = [(int(n), int(s)) for s in seeds for n in sizes]
     rows = []
+    def key(row: dict[str, Any]) -> tuple:
+        return row["init"], row["task"], row["n"], row["seed"], round(float(row["learning_rate"]), 12)
+
+    done = {key(r): r for r in reuse}
+    lr = overrides.get("learning_rate")
     for n, seed in tqdm(runs, desc=f"fine-tune {label} on {task}", leave=False):
+        if lr is not None and (label, task, n, seed, round(float(lr), 12)) in done:
+            rows.append(dict(done[label, task, n, seed, round(float(lr), 12)]))
+            continue
         hook = hook_for_seed(seed) if hook_for_seed is not None else model_init_hook
         settings = {"progress": False, "save_model": False, **overrides}
         result = finetune(task, model, ctx=ctx.with_changes(seed=seed), random_init=random_init,
                           max_train_samples=n, model_init_hook=hook, **settings)
         rows.append(_finetune_row(result, label, n, result.settings["learning_rate"]))
     return rows
+
+
+def fresh_embeddings_then_mean_pooling(seed: int) -> Callable[[nn.Module], nn.Module]:
+    """``hook_for_seed`` of :func:`finetune_curve` for the embedding swap: a fresh word-embedding table drawn
+    from the run's seed (offset, so it is not the table the random-init twin of that seed starts from),
+    then the mean-pooling readout."""
+    return fresh_word_embeddings(10_000 + int(seed), then=mean_pooling_head)
 
 
 def choose_learning_rate(task: str, model: str, learning_rates: Sequence[float], *, ctx: RunContext, n: int,
@@ -358,3 +379,27 @@ def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], re
     return Crossing(slope=slope, intercept=intercept, reference=float(ref.mean()), log10_flops=at,
                     interval=interval if at is not None else None, positive_share=positive / max(int(n_boot), 1),
                     already_above=best > float(ref.mean()))
+
+
+# ------------------------------------------------------------------------------------------ pictures
+def plot_curves(ax, rows: Sequence[dict[str, Any]], *, x: str = "n", value: str = "score", by: str = "init",
+                log_x: bool = True, styles: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """One line per value of ``by``: the mean over seeds at every ``x``, a band of ± one std, the seeds as
+    dots. Baselines read best dashed: pass ``styles={"majority class": {"ls": "--"}}``. Returns the labels."""
+    from lmcourse.spread import spread
+
+    labels = list(dict.fromkeys(r[by] for r in rows))
+    for label in labels:
+        mine = [r for r in rows if r[by] == label]
+        xs = sorted({r[x] for r in mine})
+        per = [spread([r[value] for r in mine if r[x] == v]) for v in xs]
+        means = np.asarray([s.mean for s in per])
+        stds = np.asarray([0.0 if s.n < 2 else s.std for s in per])
+        line, = ax.plot(xs, means, marker="o", ms=4, label=label, **(styles or {}).get(label, {}))
+        ax.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.15, lw=0)
+        ax.scatter([r[x] for r in mine], [r[value] for r in mine], s=8, alpha=0.35, color=line.get_color())
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(value)
+    return labels

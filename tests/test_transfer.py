@@ -168,10 +168,10 @@ def test_probe_curve_rows_follow_sizes_and_seeds():
     x = rng.normal(size=(300, 4))
     y = (x[:, 0] > 0).astype(int)
     rows = probe_curve(x[:200], y[:200], x[200:], y[200:], "sst2", sizes=[20, 80, 500], seeds=[0, 1], label="f")
-    assert [(r["n"], r["seed"]) for r in rows] == [(20, 0), (80, 0), (200, 0), (20, 1), (80, 1), (200, 1)]
+    # the whole pool (500 is capped at 200) runs once: every seed would fit the same examples
+    assert [(r["n"], r["seed"]) for r in rows] == [(20, 0), (80, 0), (200, 0), (20, 1), (80, 1)]
     assert all(r["init"] == "f" and r["task"] == "sst2" for r in rows)
-    full = [r["score"] for r in rows if r["n"] == 200]
-    assert full[0] == full[1]  # the whole pool: the seeds draw the same examples
+    assert rows[0]["score"] != rows[3]["score"] or rows[1]["score"] != rows[4]["score"]  # other draws
 
 
 def test_baseline_curve_majority_is_the_subset_majority_on_eval():
@@ -236,3 +236,17 @@ def test_choose_learning_rate_ignores_the_dev_score(monkeypatch):
     monkeypatch.setattr(tr, "finetune_curve", fake_curve)
     lr, rows = tr.choose_learning_rate("sst2", "m", [1e-4, 1e-3], ctx=SMOKE, n=64, label="x")
     assert lr == 1e-4 and len(rows) == 2
+
+
+def test_finetune_curve_reuses_runs_already_made(tiny_bert, monkeypatch):
+    import lmcourse.finetuning as lf
+
+    made = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[0], label="tiny", learning_rate=1e-4,
+                          **FAST)
+    monkeypatch.setattr(lf, "finetune", lambda *a, **k: pytest.fail("a reused run was repeated"))
+    again = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[0], label="tiny", learning_rate=1e-4,
+                           reuse=made, **FAST)
+    assert again == made
+    with pytest.raises(pytest.fail.Exception, match="repeated"):  # another rate is a new run
+        finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[0], label="tiny", learning_rate=3e-4,
+                       reuse=made, **FAST)
