@@ -99,8 +99,6 @@ PROFILES: dict[str, Profile] = {
         pretraining={"mlm_steps": 40, "mlm_batch": 16, "mlm_lr": 1e-3, "warmup": 5, "eval_every": 10,
                      "short_steps": 10,  # 05's side-by-side runs (MLM head, bf16, the Trainer)
                      "eval_blocks": 32, "corpus_lines": 1500,
-                     "transfer_inits": ["random init", "MLM"],
-                     "transfer_overrides": {"max_steps": 8, "max_eval_samples": 64},
                      "clm_steps": 60, "clm_batch": 12, "clm_block": 64, "clm_layers": 2, "clm_heads": 2,
                      "clm_embd": 64, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 20, "clm_eval_iters": 4,
                      "wiki_steps": 80, "final_eval_iters": 8, "sample_chars": 80, "clm_seeds": (0,),
@@ -122,9 +120,9 @@ PROFILES: dict[str, Profile] = {
                   "checkpoints": (0.0, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 160, "mrpc": 160}, "probe_eval": 96,
                   "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
-                  "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 6, "ft_batch": 16,
-                  "ft_eval": 64, "ft_max_length": 64, "lr_n": 64, "minilm_lrs": (1e-4, 3e-4),
-                  "scratch_lrs": (3e-4, 1e-3), "ckpt_n": 64, "assert_n": None, "assert_margin": None},
+                  "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
+                  "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
+                  "scratch_lrs": (1e-3,), "ckpt_n": 64, "assert_n": None, "assert_margin": None},
     ),
     "cpu": Profile(
         name="cpu",
@@ -141,9 +139,6 @@ PROFILES: dict[str, Profile] = {
         pretraining={"mlm_steps": 400, "mlm_batch": 16, "mlm_lr": 7e-4, "warmup": 60, "eval_every": 100,
                      "short_steps": 50,
                      "eval_blocks": 128, "corpus_lines": None,
-                     "transfer_inits": ["random init", "MLM", "MLM+NSP"],
-                     # a small-data regime (where pretraining should matter most), a couple of minutes per run
-                     "transfer_overrides": {"max_train_samples": 8000, "num_epochs": 3},
                      # nanoGPT's "I only have a macbook" recipe
                      "clm_steps": 2000, "clm_batch": 12, "clm_block": 64, "clm_layers": 4, "clm_heads": 4,
                      "clm_embd": 128, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
@@ -184,7 +179,7 @@ PROFILES: dict[str, Profile] = {
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
                   "probe_max_length": 128,
                   "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 60,
-                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "lr_n": 1000,
+                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 4, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
@@ -204,7 +199,6 @@ PROFILES: dict[str, Profile] = {
         pretraining={"mlm_steps": 20000, "mlm_batch": 128, "mlm_lr": 5e-4, "warmup": 1000, "eval_every": 1000,
                      "short_steps": 500,
                      "eval_blocks": 512, "corpus_lines": None,
-                     "transfer_inits": ["random init", "MLM", "MLM+NSP"], "transfer_overrides": {},
                      "clm_steps": 5000, "clm_batch": 64, "clm_block": 256, "clm_layers": 6, "clm_heads": 6,
                      "clm_embd": 384, "clm_lr": 1e-3, "clm_tuned_lr": 2e-3, "clm_eval_every": 250,
                      "clm_eval_iters": 200, "wiki_steps": 5000, "final_eval_iters": 200, "sample_chars": 500,
@@ -233,7 +227,7 @@ PROFILES: dict[str, Profile] = {
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
                   "probe_max_length": 128,
                   "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (100, 300, 1000, 3000), "ft_seeds": (0, 1, 2, 3, 4),
-                  "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "lr_n": 1000,
+                  "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 6, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   "assert_n": 1000, "assert_margin": 0.05},
     ),

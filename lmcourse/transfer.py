@@ -326,17 +326,24 @@ class Crossing:
     interval: tuple[float, float] | None  # 16th and 84th percentiles of the bootstrap crossings
     positive_share: float  # share of bootstrap fits with a positive slope
     already_above: bool  # the best checkpoint's mean is already above the reference
+    last_log10_flops: float  # the largest checkpoint's compute
 
     def describe(self) -> str:
         if self.log10_flops is None:
             return (f"the fit falls or stays flat with compute (slope {self.slope:+.4f} per decade): "
                     "no crossing is predicted")
+        if self.log10_flops > self.last_log10_flops + 10:
+            return (f"slope {self.slope:+.4f} per decade of compute: the fit reaches the reference more than ten "
+                    "decades beyond the last checkpoint, which is no prediction at all")
         where = f"10^{self.log10_flops:.1f} FLOPs"
         if self.interval is not None:
             where += f" (bootstrap 68% interval 10^{self.interval[0]:.1f} to 10^{self.interval[1]:.1f})"
         state = "has crossed it" if self.already_above else "would cross it"
         return (f"slope {self.slope:+.4f} per decade of compute; the fit {state} at {where}; "
                 f"{self.positive_share:.0%} of the bootstrap fits rise with compute")
+
+
+_FLAT = 1e-9  # a slope per decade below this is a flat line (equal scores give ~1e-17, not 0)
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -363,7 +370,9 @@ def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], re
     def solve(gs: list[np.ndarray], r: np.ndarray) -> tuple[float, float, float | None]:
         x = np.concatenate([np.full(len(g), lx) for g, lx in zip(gs, logs, strict=True)])
         b, a = _fit_line(x, np.concatenate(gs))
-        return b, a, ((float(r.mean()) - a) / b if b > 0 else None)
+        if b <= _FLAT:  # flat or falling: the line never reaches a higher reference
+            return b, a, None
+        return b, a, (float(r.mean()) - a) / b
 
     slope, intercept, at = solve(groups, ref)
     rng = np.random.default_rng(seed)
@@ -378,7 +387,7 @@ def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], re
     best = max(float(g.mean()) for g in groups)
     return Crossing(slope=slope, intercept=intercept, reference=float(ref.mean()), log10_flops=at,
                     interval=interval if at is not None else None, positive_share=positive / max(int(n_boot), 1),
-                    already_above=best > float(ref.mean()))
+                    already_above=best > float(ref.mean()), last_log10_flops=float(logs.max()))
 
 
 # ------------------------------------------------------------------------------------------ pictures

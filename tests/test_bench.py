@@ -242,7 +242,7 @@ matrix:
 PREPARE_SMOKE = """prepare:
   - notebook: 05_pretraining_mlm
     profile: smoke
-    parameters: {run_transfer: false}
+    parameters: {seed: 1}
     produces: scratch-bert-smoke
 """
 
@@ -259,7 +259,7 @@ def checkpoints(tmp_path, monkeypatch) -> Path:
 def fake_pretrain(bench_dir) -> Path:
     """``05_pretraining_mlm.ipynb`` beside the specs of ``bench_dir``: the fake above."""
     return write_fake_notebook(bench_dir / "05_pretraining_mlm.ipynb",
-                               'profile = None\nseed = 0\nrun_transfer = True\nmode = "publish"', FAKE_PRETRAIN)
+                               'profile = None\nseed = 0\nmode = "publish"', FAKE_PRETRAIN)
 
 
 def test_a_model_that_is_not_there_and_no_step_makes_is_rejected_with_its_line(bench_dir, checkpoints):
@@ -285,18 +285,18 @@ def test_a_prepare_step_that_makes_the_model_makes_the_spec_valid(bench_dir, che
     step = spec.prepare[0]
     assert (step.run_id, Path(step.notebook).name, step.produces) == ("prepare-1", "05_pretraining_mlm.ipynb",
                                                                       "scratch-bert-smoke")
-    assert step.parameters == {"run_transfer": False, "profile": "smoke"} and not step.ready()
+    assert step.parameters == {"seed": 1, "profile": "smoke"} and not step.ready()
     assert step.folder(bench_dir / "runs") == bench_dir / "runs" / "needs" / "prepare-1"
     dry = run_spec(spec, runs_dir=bench_dir / "runs", dry_run=True, progress=False)
     assert dry.prepare == [step] and dry.prepare_skipped == [] and dry.prepared == []
     assert dry.prepare_lines() == ['  [todo] prepare-1  05_pretraining_mlm.ipynb  produces scratch-bert-smoke  '
-                                   '{"run_transfer": false, "profile": "smoke"}']
+                                   '{"seed": 1, "profile": "smoke"}']
     assert not (bench_dir / "runs").exists() and not checkpoints.exists()
     # --only without the product's runs: the step is not needed
     assert run_spec(spec, runs_dir=bench_dir / "runs", only="*minilm*", dry_run=True, progress=False).prepare == []
     shipped = load_spec("cpu")
     assert [(s.produces, Path(s.notebook).stem, s.parameters) for s in shipped.prepare] == [
-        ("scratch-bert", "05_pretraining_mlm", {"run_transfer": False, "profile": "cpu"})]
+        ("scratch-bert", "05_pretraining_mlm", {"profile": "cpu"})]
 
 
 @pytest.mark.parametrize(("step", "message"), [
@@ -334,13 +334,13 @@ def test_malformed_prepare_steps_fail_before_anything_runs(bench_dir, checkpoint
 def test_prepare_steps_run_once_before_the_matrix_and_fail_it_clearly(bench_dir, checkpoints, fake_pretrain):
     runs = bench_dir / "runs"
     prepare = PREPARE_SMOKE.replace("05_pretraining_mlm\n", "05_pretraining_mlm.ipynb\n")  # the fake beside it
-    failing = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{run_transfer: false}", "{mode: fail}"), "f.yaml")
+    failing = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{seed: 1}", "{mode: fail}"), "f.yaml")
     with pytest.raises(LmcourseError, match=r"prepare-1 of 'needs' \(05_pretraining_mlm.ipynb, profile smoke, makes "
                                             r"'scratch-bert-smoke'\) failed: RuntimeError: deliberate pretraining "
                                             r"failure; its output notebook is .*The matrix was not started"):
         run_spec(failing, runs_dir=runs, progress=False)
     assert sorted(p.name for p in (runs / "needs").iterdir()) == ["prepare-1"]  # no run of the matrix started
-    silent = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{run_transfer: false}", "{mode: nothing}"), "s.yaml")
+    silent = _spec(bench_dir, NEEDS_SCRATCH + prepare.replace("{seed: 1}", "{mode: nothing}"), "s.yaml")
     with pytest.raises(LmcourseError, match=r"completed but did not publish the model: model 'scratch-bert-smoke' "
                                             r".*publish_scratch_bert"):
         run_spec(silent, runs_dir=runs, progress=False)
@@ -371,7 +371,7 @@ def test_pretrain_finetune_report_end_to_end(tmp_path, checkpoints):
 notebook: 07_finetuning_glue
 parameters: {analysis: false}
 prepare:
-  - {notebook: 05_pretraining_mlm, profile: smoke, parameters: {run_transfer: false}, produces: scratch-bert-smoke}
+  - {notebook: 05_pretraining_mlm, profile: smoke, produces: scratch-bert-smoke}
 matrix: {model: [scratch-bert-smoke], task: [sst2], seed: [0], profile: [smoke]}
 """)
     runs = tmp_path / "runs"

@@ -250,3 +250,11 @@ def test_finetune_curve_reuses_runs_already_made(tiny_bert, monkeypatch):
     with pytest.raises(pytest.fail.Exception, match="repeated"):  # another rate is a new run
         finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[0], label="tiny", learning_rate=3e-4,
                        reuse=made, **FAST)
+
+
+def test_crossing_point_flat_and_far_lines_predict_nothing():
+    flops = [1e12, 1e13, 1e14]
+    flat = crossing_point(flops, [[0.5, 0.5]] * 3, reference=[0.5, 0.5], n_boot=50)
+    assert flat.log10_flops is None and "no crossing" in flat.describe()
+    far = crossing_point(flops, [[0.5], [0.5001], [0.5002]], reference=[0.9], n_boot=50)
+    assert far.log10_flops > 14 + 10 and "no prediction" in far.describe()

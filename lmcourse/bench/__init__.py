@@ -26,7 +26,7 @@ Spec format (``data/bench/*.yaml``)::
     prepare:                         # notebooks run once before the matrix, to make a model it uses (optional)
       - notebook: 05_pretraining_mlm # a notebook of notebooks/ or a path beside the spec
         profile: cpu
-        parameters: {run_transfer: false}
+        parameters: {}                # papermill parameters of the step (optional)
         produces: scratch-bert       # a short name a notebook publishes (lmcourse.models.KNOWN_MODELS)
 
 Validation happens before anything runs: every model a run names must be there now (a known short name
