@@ -37,6 +37,24 @@ def data_dir() -> Path:
     return Path(value)
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer hidden-32 BERT with random weights and MiniLM's tokenizer, saved like a checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lmcourse.models import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
 # ---------------------------------------------------------------------------------- benchmark fixtures
 # A stand-in for the fine-tuning notebook: same parameters, records the same keys, a deterministic
 # "accuracy" that depends on model, task and seed, and fails on demand.

@@ -27,23 +27,6 @@ from lmcourse.metrics import compute_glue_metric
 SMOKE = resolve_context("smoke", seed=0, device="cpu", bf16=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer hidden-32 BERT with random weights and MiniLM's tokenizer, saved like a checkpoint."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lmcourse.models import resolve
-
-    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 FAST = {"max_train_samples": 48, "max_eval_samples": 40, "num_epochs": 1, "batch_size": 16, "max_length": 32,
         "progress": False, "bf16": False}
 

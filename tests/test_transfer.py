@@ -37,23 +37,6 @@ def _tiny_config(**kw):
                       intermediate_size=64, max_position_embeddings=64, **kw)
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer hidden-32 BERT with random weights and MiniLM's tokenizer, saved like a checkpoint."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lmcourse.models import resolve
-
-    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 def test_mean_pool_averages_only_real_tokens():
     hidden = torch.randn(3, 5, 4)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
