@@ -118,11 +118,12 @@ PROFILES: dict[str, Profile] = {
         transfer={"corpus": (("wikitext-2", "validation"),), "corpus_lines": 1500, "wordpiece_vocab": 4000,
                   "pretrain_steps": 20, "pretrain_batch": 8, "pretrain_lr": 1e-3, "warmup": 4,
                   "checkpoints": (0.0, 0.5, 1.0),
-                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 160, "mrpc": 160}, "probe_eval": 96,
-                  "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
+                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 96, "mrpc": 96}, "probe_eval": 64,
+                  "probe_sizes": (32, None), "probe_seeds": (0, 1), "probe_max_length": 64,
                   "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
-                  "scratch_lrs": (1e-3,), "ckpt_n": 64, "assert_n": None, "assert_margin": None},
+                  "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"),
+                  "assert_n": None, "assert_margin": None},
     ),
     "cpu": Profile(
         name="cpu",
@@ -181,6 +182,7 @@ PROFILES: dict[str, Profile] = {
                   "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 60,
                   "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 4, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
+                  "variants": ("MLM+NSP", "TAPT"),
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
     ),
@@ -229,6 +231,7 @@ PROFILES: dict[str, Profile] = {
                   "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (100, 300, 1000, 3000), "ft_seeds": (0, 1, 2, 3, 4),
                   "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 6, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
+                  "variants": ("MLM+NSP", "TAPT"),
                   "assert_n": 1000, "assert_margin": 0.05},
     ),
 }

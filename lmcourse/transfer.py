@@ -163,6 +163,23 @@ def encoder_features(encoder: nn.Module, tokenizer, dataset, task: str, ctx: Run
     return out
 
 
+def unlabelled_text(tasks: Iterable[str], split: str = "train") -> list[str]:
+    """Every input sentence of ``split`` of each GLUE task, labels dropped: the corpus of task-adaptive
+    pretraining (Gururangan et al. 2020). Only a training split belongs here; a dev split's text would leak
+    what the study reports into pretraining."""
+    from lmcourse.data import load_glue
+
+    if split.split("[")[0] not in ("train",):
+        raise ArgumentError(f"unlabelled_text reads training text only, got split {split!r}: pretraining on "
+                            "the reported dev or test text would leak it into the model")
+    lines: list[str] = []
+    for task in tasks:
+        ds = load_glue(task, split)
+        for column in get_task(task).input_columns:
+            lines += [t.strip() for t in ds[column] if t and t.strip()]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------ probes
 def nested_subset(pool_size: int, n: int, seed: int) -> np.ndarray:
     """The first ``n`` of a seeded permutation of ``range(pool_size)``: for one seed, the subsets of growing

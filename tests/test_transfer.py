@@ -241,3 +241,15 @@ def test_crossing_point_flat_and_far_lines_predict_nothing():
     assert flat.log10_flops is None and "no crossing" in flat.describe()
     far = crossing_point(flops, [[0.5], [0.5001], [0.5002]], reference=[0.9], n_boot=50)
     assert far.log10_flops > 14 + 10 and "no prediction" in far.describe()
+
+
+def test_unlabelled_text_is_the_training_sentences_of_each_task():
+    from lmcourse.transfer import unlabelled_text
+
+    lines = unlabelled_text(["mrpc", "sst2"], split="train[:20]")
+    train = load_glue("mrpc", "train[:20]")
+    assert lines[:20] == [t.strip() for t in train["sentence1"]]
+    assert lines[20:40] == [t.strip() for t in train["sentence2"]]
+    assert lines[40:] == [t.strip() for t in load_glue("sst2", "train[:20]")["sentence"]]
+    with pytest.raises(ArgumentError, match="training text only"):
+        unlabelled_text(["sst2"], split="validation")
