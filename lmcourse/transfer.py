@@ -237,15 +237,18 @@ def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: 
 def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds: Iterable[int]
                    ) -> list[dict[str, Any]]:
     """Majority class and TF-IDF + logistic regression on the same nested subsets as :func:`probe_curve`
-    (``train``/``evaluation``: ``datasets.Dataset`` splits of the task)."""
+    (``train``/``evaluation``: ``datasets.Dataset`` splits of the task; the whole pool once)."""
     from lmcourse.finetuning import tfidf_baseline
     from lmcourse.finetuning.trainer import task_metrics
 
     spec = get_task(task)
     eval_labels = np.asarray(evaluation["label"])
     rows = []
+    seeds = list(seeds)
     for seed in seeds:
         for n in sizes:
+            if int(n) >= len(train) and seed != seeds[0]:
+                continue  # the whole pool is the same for every seed: one run, as in probe_curve
             idx = nested_subset(len(train), min(int(n), len(train)), seed)
             part = train.select(idx.tolist())
             # the most frequent label of these n training examples, predicted for every eval example

@@ -160,13 +160,15 @@ def test_probe_curve_rows_follow_sizes_and_seeds():
 def test_baseline_curve_majority_is_the_subset_majority_on_eval():
     train = load_glue("sst2", "train").select(range(300))
     evaluation = load_glue("sst2", "validation").select(range(100))
-    rows = baseline_curve("sst2", train, evaluation, sizes=[15, 60], seeds=[0])
+    rows = baseline_curve("sst2", train, evaluation, sizes=[15, 60, 300], seeds=[0, 1])
+    assert [(r["n"], r["seed"]) for r in rows if r["init"] == "majority class"] == [(15, 0), (60, 0), (300, 0),
+                                                                                  (15, 1), (60, 1)]
     majority = [r for r in rows if r["init"] == "majority class"]
     idx = nested_subset(300, 15, 0)
     top = np.bincount(np.asarray(train.select(idx.tolist())["label"])).argmax()
     assert majority[0]["score"] == pytest.approx(float(np.mean(np.asarray(evaluation["label"]) == top)))
     tfidf = [r["score"] for r in rows if r["init"] == "TF-IDF + LR"]
-    assert len(tfidf) == 2 and all(0.0 <= s <= 1.0 for s in tfidf)
+    assert len(tfidf) == 5 and all(0.0 <= s <= 1.0 for s in tfidf)
 
 
 def test_crossing_point_on_known_lines():
