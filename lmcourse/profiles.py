@@ -119,7 +119,7 @@ PROFILES: dict[str, Profile] = {
                   "pretrain_steps": 20, "pretrain_batch": 8, "pretrain_lr": 1e-3, "warmup": 4,
                   "checkpoints": (0.0, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 96, "mrpc": 96}, "probe_eval": 64,
-                  "probe_sizes": (32, None), "probe_seeds": (0, 1), "probe_max_length": 64,
+                  "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
                   "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
                   "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"),
