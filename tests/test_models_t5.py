@@ -217,3 +217,22 @@ def test_kv_cache_benchmark_runs_on_t5():
     rows = kv_cache_benchmark(ours, torch.randint(2, VOCAB, (2, 9)), [3, 7], generate_kwargs={"eos_token_id": None})
     assert [r["new_tokens"] for r in rows] == [3, 7]
     assert all(r["identical"] for r in rows)  # the cache changes the speed, never the tokens
+
+
+def test_seq2seq_flops_formula_equals_counted_flops():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmcourse.measurement import model_flops_per_token, seq2seq_training_flops
+
+    for ff, tied, dec_layers in [("gated-gelu", False, 3), ("relu", True, 1)]:
+        cfg = T5Config(vocab_size=50, d_model=32, d_kv=6, d_ff=48, num_layers=2, num_decoder_layers=dec_layers,
+                       num_heads=4, feed_forward_proj=ff, tie_word_embeddings=tied, dropout_rate=0.0)
+        model = T5(cfg)
+        ids, dec = torch.randint(0, 50, (2, 11)), torch.randint(0, 50, (2, 7))
+        # the math backend: attention as plain matmuls, which the counter sees
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(ids, labels=dec).loss.backward()
+        assert counter.get_total_flops() == 2 * seq2seq_training_flops(cfg, 11, 7)
+    with pytest.raises(ValueError, match="seq2seq_training_flops"):
+        model_flops_per_token(model, 11)
