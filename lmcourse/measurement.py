@@ -270,15 +270,22 @@ class Throughput:
     seconds: float = 0.0
     tokens_times_length: int = 0
     head_tokens: int | None = None
+    seq2seq_flops: float = 0.0
     _t0: float | None = None
 
     def count(self, input_ids: Tensor, attention_mask: Tensor | None = None, useful: bool = True,
-              head_tokens: int | None = None) -> None:
+              head_tokens: int | None = None, target_ids: Tensor | None = None) -> None:
         """Count one batch of ``input_ids`` (and its mask, when padded). ``useful=False`` counts computed work
         only (padded tokens, e.g. a second adversarial pass), not useful tokens, examples or batches.
         ``head_tokens``: the positions whose MLM-head output the loss uses (the masked tokens of an MLM
-        batch); MFU then counts the head at those positions only (:func:`model_flops_per_token`)."""
+        batch); MFU then counts the head at those positions only (:func:`model_flops_per_token`).
+        ``target_ids``: the decoder side of an encoder–decoder batch; its FLOPs then come from
+        :func:`seq2seq_training_flops` (per example), and "per token" means per input token."""
         n_pad = int(input_ids.numel())
+        if target_ids is not None and self.model is not None:
+            config = getattr(self.model, "module", self.model).config
+            self.seq2seq_flops += int(input_ids.shape[0]) * seq2seq_training_flops(
+                config, int(input_ids.shape[-1]), int(target_ids.shape[-1]))
         if head_tokens is not None:
             if not 0 <= head_tokens <= n_pad:
                 raise ValueError(f"head_tokens={head_tokens} must lie between 0 and the batch's {n_pad} tokens")
@@ -331,6 +338,8 @@ class Throughput:
     def flops_per_token(self) -> float | None:
         if self.model is None or not self.padded_tokens:
             return None
+        if self.seq2seq_flops:
+            return self.seq2seq_flops / self.padded_tokens
         fraction = 1.0 if self.head_tokens is None else self.head_tokens / self.padded_tokens
         return model_flops_per_token(self.model, self.mean_padded_length, head_fraction=fraction)
 
