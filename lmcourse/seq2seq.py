@@ -65,6 +65,12 @@ def t5_tokenizer(texts: Sequence[str], vocab_size: int = 8000, n_sentinels: int 
                                    model_input_names=["input_ids", "attention_mask"])
 
 
+def token_stream(tokenizer, lines: Sequence[str]) -> Tensor:
+    """All ``lines`` tokenized (no special tokens) and concatenated: the stream span corruption cuts windows from."""
+    ids = tokenizer(list(lines), add_special_tokens=False)["input_ids"]
+    return torch.tensor([t for row in ids for t in row], dtype=torch.long)
+
+
 def t5_config_for(tokenizer, section: dict[str, Any]):
     """A :class:`~lmcourse.models.t5.T5Config` of the profile's sizes for ``tokenizer``'s vocabulary."""
     from lmcourse.models.t5 import T5Config

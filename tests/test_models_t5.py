@@ -236,3 +236,19 @@ def test_seq2seq_flops_formula_equals_counted_flops():
         assert counter.get_total_flops() == 2 * seq2seq_training_flops(cfg, 11, 7)
     with pytest.raises(ValueError, match="seq2seq_training_flops"):
         model_flops_per_token(model, 11)
+
+
+@pytest.mark.parametrize("ff,tied", [("relu", True), ("gated-gelu", False)])
+def test_to_hf_round_trip(ff, tied):
+    torch.manual_seed(5)
+    ours = T5(T5Config(vocab_size=VOCAB, d_model=24, d_kv=8, d_ff=30, num_layers=2, num_decoder_layers=1,
+                       num_heads=3, relative_attention_num_buckets=10, relative_attention_max_distance=20,
+                       feed_forward_proj=ff, tie_word_embeddings=tied, dropout_rate=0.0)).eval()
+    hf = ours.to_hf()
+    assert (hf.lm_head.weight.data_ptr() == hf.shared.weight.data_ptr()) == tied
+    batch = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**batch).logits, hf(**batch).logits, atol=1e-5, rtol=0)
+        back = T5.from_hf(hf)
+        torch.testing.assert_close(back(**batch).logits, hf(**batch).logits, atol=1e-5, rtol=0)
+    assert back.config == ours.config

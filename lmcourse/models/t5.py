@@ -631,6 +631,30 @@ class T5(nn.Module):
             model.lm_head.weight = model.shared.weight  # keep the tie after loading
         return model.to(next(hf_model.parameters()).dtype)
 
+    def to_hf(self) -> Any:
+        """A ``transformers.T5ForConditionalGeneration`` with this model's weights (the reference the tests
+        and notebook 10 compare with). transformers 5 always ties the head in its config and keeps T5 1.0
+        vs 1.1 in the rescaling, so an untied head is given its own tensor after construction."""
+        from transformers import T5Config as HFT5Config
+        from transformers import T5ForConditionalGeneration
+
+        c = self.config
+        if c.scale_decoder_outputs != c.tie_word_embeddings:
+            raise ArgumentError("HF T5 rescales exactly when the head is tied; this config mixes the two")
+        hf_config = HFT5Config(vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff,
+                               num_layers=c.num_layers, num_decoder_layers=c.num_decoder_layers,
+                               num_heads=c.num_heads, relative_attention_num_buckets=c.relative_attention_num_buckets,
+                               relative_attention_max_distance=c.relative_attention_max_distance,
+                               dropout_rate=c.dropout_rate, layer_norm_epsilon=c.layer_norm_epsilon,
+                               feed_forward_proj=c.feed_forward_proj, tie_word_embeddings=c.tie_word_embeddings,
+                               pad_token_id=c.pad_token_id, eos_token_id=c.eos_token_id,
+                               decoder_start_token_id=c.decoder_start_token_id)
+        hf = T5ForConditionalGeneration(hf_config)
+        if not c.tie_word_embeddings:
+            hf.lm_head.weight = nn.Parameter(torch.empty_like(self.lm_head.weight))
+        hf.load_state_dict(self.state_dict(), strict=True)
+        return hf.to(next(self.parameters()).dtype).eval()
+
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
