@@ -181,9 +181,9 @@ PROFILES: dict[str, Profile] = {
         seq2seq={"hub_model": None, "corpus_lines": None, "heldout_lines": 2000, "vocab": 8000, "sentinels": 100,
                  "d_model": 128, "d_kv": 32, "d_ff": 512, "layers": 3, "heads": 4, "ff": "gated-gelu",
                  "chunk": 128, "batch": 16, "pretrain_steps": 600, "pretrain_lr": 2e-3, "eval_every": 100,
-                 "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 250,
+                 "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 200,
                  "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "para_train": None, "para_eval": None,
-                 "para_steps": 400, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
+                 "para_steps": 300, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
                  "flops_draws": 1000},
     ),
     "gpu": Profile(
