@@ -280,8 +280,9 @@ class T5Attention(nn.Module):
     def forward(self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
         """``x (B, T_q, d)`` makes the queries; ``k, v (B, H, T_k, d_kv)`` are already projected."""
         q = self.heads(self.q(x))
-        scores_bias = bias if mask is None else torch.where(mask, bias, torch.finfo(bias.dtype).min)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias.to(q.dtype),
+        bias = bias.to(q.dtype)  # the dtype of the scores (bf16 under autocast); its minimum is finite
+        scores_bias = bias if mask is None else torch.where(mask, bias, torch.finfo(q.dtype).min)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias,
                                            dropout_p=self.dropout if self.training else 0.0, scale=1.0)
         return self.o(y.transpose(1, 2).reshape(x.size(0), x.size(1), -1))
 

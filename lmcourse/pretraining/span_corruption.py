@@ -7,6 +7,9 @@ Raffel et al. 2020 (T5), section 3.3.4 and the code of ``t5.data.preprocessors.s
     inputs    Thank you <X> me to your party <Y> week .
     targets   <X> for inviting <Y> last
 
+(the paper's Figure 2; T5's code, with its default ``random_roll=False``, always ends the text with a
+noise span, and so does this one)
+
 For ``n`` tokens: ``round(n * noise_density)`` of them are noise (at least 1, at most ``n - 1``), split into
 ``round(noise / mean_span_length)`` spans (at least 1). The noise tokens and the others are each cut into
 that many non-empty segments uniformly at random (a very short text gets fewer spans, so that each
