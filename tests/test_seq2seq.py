@@ -9,6 +9,7 @@ from lmcourse import pretraining as PT
 from lmcourse import seq2seq as S2
 from lmcourse.context import resolve_context
 from lmcourse.errors import ArgumentError
+from lmcourse.measurement import seq2seq_training_flops
 from lmcourse.models.t5 import T5
 
 TEXTS = ["the cat sat on the mat .", "a dog ran in the park and the cat ran too .", "it is a charming film ."] * 30
@@ -81,6 +82,7 @@ def test_batches_and_a_short_training_run(tok):
     res = PT.train(model, batches, S2.seq2seq_step_outputs, PT.TrainConfig(max_steps=25, lr=3e-3, warmup_steps=2),
                    ctx, progress=False, tensorboard=None)
     assert evaluate(model)["loss"] < before  # it learns
-    assert res.perf["flops_per_token"] > 0 and res.perf["train_flops"] > 0  # the seq2seq FLOPs formula
+    n_in, n_out = batches.lengths  # every step: 4 examples of n_in input and n_out target tokens
+    assert res.perf["train_flops"] == pytest.approx(25 * 4 * seq2seq_training_flops(cfg, n_in, n_out))
     outs = S2.generate_texts(model, tok, list(src[:5]), ctx, batch_size=2, max_new_tokens=3)
     assert len(outs) == 5 and all(isinstance(o, str) for o in outs)
