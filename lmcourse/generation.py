@@ -125,12 +125,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def time_generation(model, prompt: Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 1
-                    ) -> tuple[Tensor, float]:
+def time_generation(model, prompt: Tensor, max_new_tokens: int, use_cache: bool, repeats: int = 1,
+                    generate_kwargs: dict[str, Any] | None = None) -> tuple[Tensor, float]:
     """Greedy generation of ``max_new_tokens``; returns the tokens and the best tokens/s of ``repeats`` runs.
 
     The prompt is moved to the model's device, and each timing waits for the device to finish
-    (:func:`lmcourse.measurement.synchronize`): GPU kernels run asynchronously.
+    (:func:`lmcourse.measurement.synchronize`): GPU kernels run asynchronously. ``generate_kwargs`` go to
+    ``model.generate`` (for the T5 of notebook 10: ``{"eos_token_id": None}``, so every run makes exactly
+    ``max_new_tokens`` tokens).
     """
     device = model_device(model)
     prompt = prompt.to(device)
@@ -138,25 +140,27 @@ def time_generation(model, prompt: Tensor, max_new_tokens: int, use_cache: bool,
     for _ in range(max(1, repeats)):
         synchronize(device)
         t0 = time.perf_counter()
-        out = model.generate(prompt, max_new_tokens, use_cache=use_cache)
+        out = model.generate(prompt, max_new_tokens=max_new_tokens, use_cache=use_cache, **(generate_kwargs or {}))
         synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return out, prompt.size(0) * max_new_tokens / best
 
 
-def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: int = 1) -> list[dict[str, Any]]:
+def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: int = 1,
+                       generate_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Tokens/s of greedy generation with and without the KV cache for several generated lengths.
 
     Without a cache every step recomputes the whole context (``O(T^2)`` work for ``T`` tokens, plus
     attention ``O(T^3)``); with it a step processes one token (``O(T)`` in total per layer, attention
     ``O(T^2)``). Also checks that both produce the same tokens. Runs on the model's device (put the model
-    on ``ctx.device`` first); the prompt is moved there.
+    on ``ctx.device`` first); the prompt is moved there. Works for any model whose ``generate`` takes
+    ``max_new_tokens=`` and ``use_cache=`` (GPT and T5); ``generate_kwargs`` are passed on.
     """
     rows = []
     model.eval()
     for n in lengths:
-        with_cache, tps_cache = time_generation(model, prompt, n, True, repeats)
-        without, tps_plain = time_generation(model, prompt, n, False, repeats)
+        with_cache, tps_cache = time_generation(model, prompt, n, True, repeats, generate_kwargs)
+        without, tps_plain = time_generation(model, prompt, n, False, repeats, generate_kwargs)
         rows.append({"new_tokens": n, "tokens/s with cache": tps_cache, "tokens/s without cache": tps_plain,
                      "speedup": tps_cache / tps_plain, "identical": bool(torch.equal(with_cache, without)),
                      "device": str(with_cache.device)})

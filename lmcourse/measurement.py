@@ -118,8 +118,39 @@ def model_flops_per_token(model: nn.Module, seq_len: float, head_fraction: float
     if head is not None and head_fraction < 1.0:
         n_head = matmul_params(head)
         n = n - n_head + head_fraction * n_head
+    if hasattr(net.config, "num_decoder_layers"):
+        raise ValueError("an encoder-decoder has no single FLOPs per token (the decoder's cross-attention runs "
+                         "over the encoder tokens); use seq2seq_training_flops(config, input_len, target_len)")
     L, H, Q = _attention_shape(net.config)
     return training_flops_per_token(n, L, H, Q, max(1, round(seq_len)))
+
+
+def seq2seq_training_flops(config: Any, input_len: int, target_len: int) -> float:
+    """Training FLOPs (forward + backward) of one encoder–decoder example: ``S`` input, ``T`` target tokens.
+
+    The ``6 N + 12 L H Q T`` rule applied to each part with the length it runs over (``i = H Q``, ``FF`` =
+    the feed-forward's weights, ``2`` or ``3`` ``d d_ff``), forward FLOPs times 3::
+
+        encoder, per input token      2 L_e (4 d i + FF)  + 4 L_e S i           (weights + attention)
+        decoder, per target token     2 L_d (6 d i + FF) + 2 V d                (self + cross Q/O, FF, head)
+                                      + 4 L_d T i + 4 L_d S i                   (self- and cross-attention)
+        cross K/V, per input token    2 L_d (2 d i)                             (projected once per layer)
+
+    The cross-attention keys/values run over the *encoder* tokens, which is why an encoder–decoder is not
+    one ``6 N`` per token. Works with :class:`lmcourse.models.t5.T5Config` and HF's ``T5Config`` (same
+    field names). The embedding is a look-up; the head counts once, tied or not.
+    """
+    if min(input_len, target_len) < 1:
+        raise ValueError(f"input_len and target_len must be >= 1, got {input_len}, {target_len}")
+    d, i, V = config.d_model, config.num_heads * config.d_kv, config.vocab_size
+    ff = (3 if str(config.feed_forward_proj).startswith("gated") else 2) * d * config.d_ff
+    Le = config.num_layers
+    Ld = config.num_decoder_layers if config.num_decoder_layers is not None else Le
+    S, T = input_len, target_len
+    encoder = S * (2 * Le * (4 * d * i + ff) + 4 * Le * S * i)
+    decoder = T * (2 * Ld * (6 * d * i + ff) + 2 * V * d + 4 * Ld * T * i + 4 * Ld * S * i)
+    cross_kv = S * 2 * Ld * 2 * d * i
+    return 3.0 * (encoder + decoder + cross_kv)
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak_flops_per_second: float) -> float:
@@ -239,15 +270,22 @@ class Throughput:
     seconds: float = 0.0
     tokens_times_length: int = 0
     head_tokens: int | None = None
+    seq2seq_flops: float = 0.0
     _t0: float | None = None
 
     def count(self, input_ids: Tensor, attention_mask: Tensor | None = None, useful: bool = True,
-              head_tokens: int | None = None) -> None:
+              head_tokens: int | None = None, target_ids: Tensor | None = None) -> None:
         """Count one batch of ``input_ids`` (and its mask, when padded). ``useful=False`` counts computed work
         only (padded tokens, e.g. a second adversarial pass), not useful tokens, examples or batches.
         ``head_tokens``: the positions whose MLM-head output the loss uses (the masked tokens of an MLM
-        batch); MFU then counts the head at those positions only (:func:`model_flops_per_token`)."""
+        batch); MFU then counts the head at those positions only (:func:`model_flops_per_token`).
+        ``target_ids``: the decoder side of an encoder–decoder batch; its FLOPs then come from
+        :func:`seq2seq_training_flops` (per example), and "per token" means per input token."""
         n_pad = int(input_ids.numel())
+        if target_ids is not None and self.model is not None:
+            config = getattr(self.model, "module", self.model).config
+            self.seq2seq_flops += int(input_ids.shape[0]) * seq2seq_training_flops(
+                config, int(input_ids.shape[-1]), int(target_ids.shape[-1]))
         if head_tokens is not None:
             if not 0 <= head_tokens <= n_pad:
                 raise ValueError(f"head_tokens={head_tokens} must lie between 0 and the batch's {n_pad} tokens")
@@ -300,6 +338,8 @@ class Throughput:
     def flops_per_token(self) -> float | None:
         if self.model is None or not self.padded_tokens:
             return None
+        if self.seq2seq_flops:
+            return self.seq2seq_flops / self.padded_tokens
         fraction = 1.0 if self.head_tokens is None else self.head_tokens / self.padded_tokens
         return model_flops_per_token(self.model, self.mean_padded_length, head_fraction=fraction)
 

@@ -7,7 +7,8 @@
 This file is the only place where sizes live. A :class:`Profile` holds the shared sizes as fields and
 one section (a plain dict) per chapter: ``embeddings`` (01), ``attention_cost`` (02), ``tokenizers``
 (04-06), ``pretraining`` (05/06), ``finetune_tasks`` (07, per-task budgets) and ``experiments``
-(07/08: ablations, speed, PEFT, few-shot). A notebook reaches them through its run context
+(07/08: ablations, speed, PEFT, few-shot) and ``seq2seq`` (10: the T5, span corruption, text to text).
+A notebook reaches them through its run context
 (:mod:`lmcourse.context`), e.g. ``ctx.profile.pretraining["mlm_steps"]``.
 
 The default for headless runs comes from ``$LMCOURSE_PROFILE``; a papermill parameter overrides it.
@@ -25,7 +26,8 @@ from lmcourse.errors import UnknownNameError
 PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
 #: the chapter sections of a profile (dicts of sizes)
-SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments", "transfer")
+SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments",
+            "seq2seq", "transfer")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Profile:
     finetune_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
     transfer: dict[str, Any] = field(default_factory=dict)  # notebook 14: does pretraining help?
+    seq2seq: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -124,6 +127,13 @@ PROFILES: dict[str, Profile] = {
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
                   "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"),
                   "assert_n": None, "assert_margin": None},
+        # 10: a tiny T5 on a slice of wikitext-2; text to text on a few hundred SST-2 / MRPC examples
+        seq2seq={"hub_model": None, "corpus_lines": 1500, "heldout_lines": 100, "vocab": 2000, "sentinels": 32,
+                 "d_model": 64, "d_kv": 16, "d_ff": 128, "layers": 2, "heads": 4, "ff": "gated-gelu",
+                 "chunk": 64, "batch": 16, "pretrain_steps": 40, "pretrain_lr": 3e-3, "eval_every": 20,
+                 "eval_iters": 4, "ft_train": 256, "ft_eval": 128, "ft_steps": 30, "ft_batch": 16,
+                 "ft_lr": 1e-3, "ft_seeds": (0,), "para_train": 256, "para_eval": 48, "para_steps": 30,
+                 "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "flops_draws": 200},
     ),
     "cpu": Profile(
         name="cpu",
@@ -185,6 +195,14 @@ PROFILES: dict[str, Profile] = {
                   "variants": ("MLM+NSP", "TAPT"),
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
+        # about 12 minutes on 2 cores: a 3-layer T5 (d 128) pretrained for 600 steps, 3 seeds of SST-2
+        seq2seq={"hub_model": None, "corpus_lines": None, "heldout_lines": 2000, "vocab": 8000, "sentinels": 100,
+                 "d_model": 128, "d_kv": 32, "d_ff": 512, "layers": 3, "heads": 4, "ff": "gated-gelu",
+                 "chunk": 128, "batch": 16, "pretrain_steps": 600, "pretrain_lr": 2e-3, "eval_every": 100,
+                 "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 200,
+                 "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "para_train": None, "para_eval": None,
+                 "para_steps": 300, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
+                 "flops_draws": 1000},
     ),
     "gpu": Profile(
         name="gpu",
@@ -233,6 +251,14 @@ PROFILES: dict[str, Profile] = {
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   "variants": ("MLM+NSP", "TAPT"),
                   "assert_n": 1000, "assert_margin": 0.05},
+        # t5-small from the Hub (its tokenizer and weights) for the text-to-text tasks; the scratch T5 is bigger
+        seq2seq={"hub_model": "google-t5/t5-small", "corpus_lines": None, "heldout_lines": 2000, "vocab": 32000,
+                 "sentinels": 100, "d_model": 512, "d_kv": 64, "d_ff": 1024, "layers": 6, "heads": 8,
+                 "ff": "gated-gelu", "chunk": 512, "batch": 64, "pretrain_steps": 5000, "pretrain_lr": 1e-3,
+                 "eval_every": 500, "eval_iters": 50, "ft_train": None, "ft_eval": None,
+                 "ft_steps": 3000, "ft_batch": 64, "ft_lr": 3e-4, "ft_seeds": (0, 1, 2), "para_train": None,
+                 "para_eval": None, "para_steps": 2000, "para_lr": 3e-4, "gen_tokens": 64, "beams": 4,
+                 "kv_lengths": [32, 64, 128, 256], "flops_draws": 1000},
     ),
 }
 

@@ -6,7 +6,9 @@ Two objectives (Devlin et al. 2019, BERT, section 3.1; Radford et al. 2018/2019 
   stay; predict the originals (``DataCollatorForLanguageModeling`` does the masking);
 * **next sentence prediction** — ``[CLS] A [SEP] B [SEP]`` where B is the true continuation half of the
   time and a segment of another document otherwise (:func:`build_nsp_pairs`, BERT's recipe simplified);
-* **causal LM** — predict token ``t+1`` from tokens ``<= t`` (notebook 06).
+* **causal LM** — predict token ``t+1`` from tokens ``<= t`` (notebook 06);
+* **span corruption** — T5's objective: drop random spans (15 %, mean length 3), put one sentinel in
+  each gap, predict the spans (:mod:`~lmcourse.pretraining.span_corruption`, notebook 10).
 
 The package in three parts: :mod:`~lmcourse.pretraining.data` (packing, masking, NSP pairs, step-indexed
 batches), :mod:`~lmcourse.pretraining.loop` (objectives, the training loop and its checkpoints),
@@ -67,6 +69,16 @@ from lmcourse.pretraining.loop import (
     save_weights,
     train,
 )
+from lmcourse.pretraining.span_corruption import (
+    add_sentinels,
+    corrupted_lengths,
+    noise_span_mask,
+    reassemble_spans,
+    sentinel_ids,
+    span_corruption,
+    span_corruption_batch,
+    span_counts,
+)
 
 __all__ = [
     "CLM_EVAL_SEED_OFFSET",
@@ -78,6 +90,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "UnigramMLM",
+    "add_sentinels",
     "bert_blocks",
     "bert_config",
     "bert_for_pretraining",
@@ -85,6 +98,7 @@ __all__ = [
     "clm_evaluator",
     "clm_step_outputs",
     "collate_seeded",
+    "corrupted_lengths",
     "decay_groups",
     "embedding_cone",
     "gathered_mlm_step_outputs",
@@ -96,12 +110,18 @@ __all__ = [
     "mlm_collator",
     "mlm_evaluator",
     "mlm_step_outputs",
+    "noise_span_mask",
     "nsp_features",
     "pack_blocks",
     "perf_row",
+    "reassemble_spans",
     "save_checkpoint",
     "save_weights",
     "sentence_segments",
+    "sentinel_ids",
+    "span_corruption",
+    "span_corruption_batch",
+    "span_counts",
     "split_documents",
     "token_counts",
     "tokenize_segments",

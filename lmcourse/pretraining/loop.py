@@ -300,8 +300,12 @@ def train(model: nn.Module, batches: Callable[[int], dict[str, Tensor]],
         opt.step()
         opt.zero_grad(set_to_none=True)
         thr.stop()
+        seq2seq = hasattr(getattr(model, "config", None), "num_decoder_layers")  # an encoder-decoder (T5)
         for mb in micro:
             labels = mb.get("labels")  # an MLM batch: the head's output is used at the masked positions only
+            if seq2seq:
+                thr.count(mb["input_ids"], mb.get("attention_mask"), target_ids=labels)
+                continue
             head = int((labels != -100).sum()) if labels is not None and labels.shape == mb["input_ids"].shape \
                 else None
             thr.count(mb["input_ids"], mb.get("attention_mask"), head_tokens=head)
