@@ -7,7 +7,8 @@
 This file is the only place where sizes live. A :class:`Profile` holds the shared sizes as fields and
 one section (a plain dict) per chapter: ``embeddings`` (01), ``attention_cost`` (02), ``tokenizers``
 (04-06), ``pretraining`` (05/06), ``finetune_tasks`` (07, per-task budgets) and ``experiments``
-(07/08: ablations, speed, PEFT, few-shot). A notebook reaches them through its run context
+(07/08: ablations, speed, PEFT, few-shot) and ``compression`` (11: distillation, quantization, pruning,
+ONNX). A notebook reaches them through its run context
 (:mod:`lmcourse.context`), e.g. ``ctx.profile.pretraining["mlm_steps"]``.
 
 The default for headless runs comes from ``$LMCOURSE_PROFILE``; a papermill parameter overrides it.
@@ -25,7 +26,8 @@ from lmcourse.errors import UnknownNameError
 PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
 #: the chapter sections of a profile (dicts of sizes)
-SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments")
+SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments",
+            "compression")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Profile:
     pretraining: dict[str, Any] = field(default_factory=dict)
     finetune_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
+    compression: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -116,6 +119,13 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 256, "fewshot_eval": 128, "fewshot_ks": (8, 16), "fewshot_seeds": (0, 1),
                      "fewshot_ft_ks": (8,), "fewshot_ft_seeds": (0,), "fewshot_ft_steps": 4,
                      "ablation_seeds": (0, 1), "speed_seeds": (0,), "peft_seeds": (0,)},
+        # 11: a teacher, one seed of every student, three sparsities; timings are only sanity checks here
+        compression={"task": "sst2", "teacher_train": 256, "teacher_epochs": 2, "teacher_lr": 1e-4,
+                     "student_train": 128, "student_epochs": 1, "student_lr": 2e-4, "max_length": 64,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0,), "augment_tasks": ("cola",),
+                     "augment_texts": 128, "eval": 128, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
+                     "head_fraction": 0.5, "head_batches": 4, "head_ft_train": 128, "head_ft_epochs": 1,
+                     "timing_length": 32, "timing_repeats": 3},
     ),
     "cpu": Profile(
         name="cpu",
@@ -167,6 +177,13 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
+        # 11: about 15 minutes on 2 cores: 3 seeds of 5 student runs of 3-layer MiniLM students
+        compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
+                     "student_train": 2000, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola",),
+                     "augment_texts": 2000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
+                     "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
+                     "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
     ),
     "gpu": Profile(
         name="gpu",
@@ -204,6 +221,14 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64),
                      "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_steps": 100,
                      "ablation_seeds": (0, 1, 2), "speed_seeds": (0, 1, 2), "peft_seeds": (0, 1, 2)},
+        # 11: the DistilBERT setting: bert-base-uncased into a 6-layer student (every other layer), full data;
+        # the teacher is the profile's finetune_model; timings stay on the CPU (the deployment target)
+        compression={"task": "sst2", "teacher_train": None, "teacher_epochs": 3, "teacher_lr": 2e-5,
+                     "student_train": None, "student_epochs": 3, "student_lr": 5e-5, "max_length": 128,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola", "mrpc", "rte"),
+                     "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
+                     "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
+                     "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30},
     ),
 }
 

@@ -114,6 +114,29 @@ def test_student_from_teacher_takes_every_other_layer():
         student_from_teacher(teacher, layers=[0, 7])
 
 
+def test_distill_trains_a_student_with_and_without_the_teacher():
+    from transformers import AutoTokenizer
+
+    from lmcourse.compression import distill
+    from lmcourse.context import resolve_context
+    from lmcourse.models import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    teacher = _tiny(layers=2, vocab=tokenizer.vocab_size)
+    ctx = resolve_context("smoke", seed=0, device="cpu")
+    sizes = dict(max_train_samples=48, max_eval_samples=16, num_epochs=1, batch_size=16, max_length=32,
+                 progress=False)
+    kd = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.5,
+                 extra_texts=["an unlabelled sentence", "another one"], **sizes)
+    plain = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.0,
+                    **sizes)
+    assert 0.0 <= kd["accuracy"] <= 1.0 and 0.0 <= plain["accuracy"] <= 1.0
+    with pytest.raises(ArgumentError, match="regression"):
+        distill("stsb", teacher, tokenizer, teacher, ctx=ctx, **sizes)
+    with pytest.raises(ArgumentError, match="sentence pairs"):
+        distill("mrpc", teacher, tokenizer, teacher, ctx=ctx, extra_texts=["x"], **sizes)
+
+
 # ------------------------------------------------------------------------------------------ quantization
 def test_per_channel_int8_matches_torch_quantized_tensors():
     from torch.ao.quantization.observer import PerChannelMinMaxObserver

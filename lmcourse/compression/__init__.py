@@ -13,7 +13,23 @@
 
 from __future__ import annotations
 
-from lmcourse.compression.distillation import distill, distillation_loss, student_from_teacher, teacher_logits
+from lmcourse.compression.distillation import (
+    distill,
+    distillation_loss,
+    student_from_teacher,
+    teacher_logits,
+    unlabelled_texts,
+)
+from lmcourse.compression.evaluation import (
+    accuracy,
+    dev_examples,
+    onnx_logits,
+    pareto_front,
+    plot_pareto,
+    table_row,
+    teacher_speedup,
+    torch_logits,
+)
 from lmcourse.compression.onnx_export import OnnxClassifier, export_onnx, quantize_onnx_int8
 from lmcourse.compression.pruning import (
     attention_layers,
@@ -48,9 +64,11 @@ from lmcourse.compression.speed import (
 __all__ = [
     "OnnxClassifier",
     "WeightOnlyInt8Linear",
+    "accuracy",
     "attention_layers",
     "count_parameters",
     "dequantize",
+    "dev_examples",
     "distill",
     "distillation_loss",
     "dynamic_int8",
@@ -64,6 +82,9 @@ __all__ = [
     "masked_head_losses",
     "median_seconds",
     "nonzero_parameters",
+    "onnx_logits",
+    "pareto_front",
+    "plot_pareto",
     "prune_heads",
     "prune_least_important_heads",
     "quantization_error",
@@ -72,8 +93,12 @@ __all__ = [
     "size_on_disk",
     "sparsity_of",
     "student_from_teacher",
+    "table_row",
     "teacher_logits",
+    "teacher_speedup",
     "time_model",
+    "torch_logits",
     "torch_runner",
+    "unlabelled_texts",
     "weight_only_int8",
 ]

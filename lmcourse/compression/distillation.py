@@ -141,7 +141,8 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     With ``alpha > 0`` the loss is :func:`distillation_loss` against ``teacher``'s logits; ``alpha=0`` is the
     same student on labels only. ``extra_texts``: unlabelled sentences added to the transfer set (soft targets
     only). Sizes come from the profile's fine-tuning budget for ``task`` (``overrides`` as in
-    :func:`lmcourse.finetuning.finetune`); the best epoch is chosen on a held-out part of train, never on dev."""
+    :func:`lmcourse.finetuning.finetune`); with more than one epoch the best is chosen on a held-out part of
+    train, never on dev."""
     import datasets
     import transformers
     from transformers import DataCollatorWithPadding, TrainingArguments
@@ -174,14 +175,16 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     if alpha > 0:
         train_ds = train_ds.add_column("teacher_logits", list(teacher_logits(teacher, train_ds, collator)))
 
+    select_each_epoch = float(s["num_epochs"]) > 1 and not s["max_steps"]  # one epoch: nothing to choose from
     out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix=f"lmcourse-kd-{spec.name}-"))
     args = TrainingArguments(
         output_dir=str(out), learning_rate=s["learning_rate"], num_train_epochs=float(s["num_epochs"]),
         max_steps=int(s["max_steps"]) if s["max_steps"] else -1,
         per_device_train_batch_size=int(s["batch_size"]), per_device_eval_batch_size=int(s["eval_batch_size"]),
         weight_decay=float(s["weight_decay"]), warmup_steps=float(s["warmup_ratio"]), lr_scheduler_type="linear",
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, save_only_model=True,
-        load_best_model_at_end=True, metric_for_best_model=spec.main_metric, greater_is_better=True,
+        eval_strategy="epoch" if select_each_epoch else "no", save_strategy="epoch" if select_each_epoch else "no",
+        save_total_limit=1, save_only_model=True, load_best_model_at_end=select_each_epoch,
+        metric_for_best_model=spec.main_metric if select_each_epoch else None, greater_is_better=True,
         use_cpu=ctx.device.type == "cpu", seed=ctx.seed, data_seed=ctx.seed, report_to="none",
         disable_tqdm=True, log_level="error", logging_steps=int(s["logging_steps"]), dataloader_num_workers=0,
         remove_unused_columns=False, bf16=False,
@@ -190,6 +193,10 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
         model=student, args=args, train_dataset=train_ds.remove_columns(["length"]),
         eval_dataset=select_ds.remove_columns(["length"]), processing_class=tokenizer, data_collator=collator,
         compute_metrics=glue_compute_metrics(spec), temperature=temperature, alpha=alpha)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     trainer.train()
     dev = trainer.evaluate(dev_ds.remove_columns(["length"]), metric_key_prefix="dev")
     import shutil
@@ -198,3 +205,20 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     return {k[len("dev_"):]: float(v) for k, v in dev.items()
             if k.startswith("dev_") and k[len("dev_"):] not in ("loss", "runtime", "samples_per_second",
                                                                  "steps_per_second", "epoch")}
+
+
+def unlabelled_texts(tasks: tuple[str, ...] | list[str], n: int | None, seed: int = 0) -> list[str]:
+    """Up to ``n`` training sentences of other GLUE tasks (every text column, labels dropped), shuffled with
+    ``seed``: extra transfer data on which only the teacher's soft targets teach."""
+    import random
+
+    from lmcourse.data import get_task, load_glue
+
+    texts: list[str] = []
+    for task in tasks:
+        spec = get_task(task)
+        train = load_glue(spec.name, spec.train_split)
+        for column in spec.input_columns:
+            texts.extend(str(t) for t in train[column] if str(t).strip())
+    random.Random(seed).shuffle(texts)
+    return texts if n is None else texts[: int(n)]
