@@ -135,8 +135,8 @@ def _distillation_trainer_class():
 def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx: RunContext,
             alpha: float = 0.5, temperature: float = 2.0, extra_texts: list[str] | None = None,
             output_dir: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
-    """Train ``student`` on GLUE ``task`` (single-sentence tasks take ``extra_texts``) and return its dev
-    metrics.
+    """Train ``student`` (in place; it ends on the CPU) on GLUE ``task`` (single-sentence tasks take
+    ``extra_texts``) and return its dev metrics.
 
     With ``alpha > 0`` the loss is :func:`distillation_loss` against ``teacher``'s logits; ``alpha=0`` is the
     same student on labels only. ``extra_texts``: unlabelled sentences added to the transfer set (soft targets
@@ -171,6 +171,7 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     select_ds = tokenize_glue(raw_select, tokenizer, spec, s["max_length"])
     dev_ds = tokenize_glue(raw_dev, tokenizer, spec, s["max_length"])
     collator = DataCollatorWithPadding(tokenizer)
+    teacher_device = next(teacher.parameters()).device
     teacher.to(ctx.device)
     if alpha > 0:
         train_ds = train_ds.add_column("teacher_logits", list(teacher_logits(teacher, train_ds, collator)))
@@ -199,6 +200,8 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     trainer.remove_callback(ProgressCallback)
     trainer.train()
     dev = trainer.evaluate(dev_ds.remove_columns(["length"]), metric_key_prefix="dev")
+    teacher.to(teacher_device)
+    student.cpu().eval()  # trained on ctx.device; deployed (measured, exported) on the CPU
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)

@@ -26,12 +26,13 @@ def torch_logits(model: nn.Module, tokenizer, texts: Sequence[str], max_length: 
                  batch_size: int = 64) -> np.ndarray:
     """Logits of a PyTorch classifier (float or quantized) on ``texts``, in order, on the CPU."""
     model = model.eval()
+    device = next(iter(model.state_dict().values())).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
-            out.append(model(**enc).logits.float().numpy())
+            out.append(model(**enc.to(device)).logits.float().cpu().numpy())
     return np.concatenate(out)
 
 

@@ -84,7 +84,7 @@ def head_gates(model: nn.Module, gates: Tensor) -> Iterator[Tensor]:
 
         def hook(module, args, layer=layer, size=size, heads=counts[layer]):
             (x,) = args
-            shaped = x.view(*x.shape[:-1], heads, size) * gates[layer, :heads].to(x.dtype)[:, None]
+            shaped = x.view(*x.shape[:-1], heads, size) * gates[layer, :heads].to(x.device, x.dtype)[:, None]
             return (shaped.view(x.shape),)
 
         handles.append(att.output.dense.register_forward_pre_hook(hook))
