@@ -179,9 +179,9 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_ft_steps": 60},
         # 11: about 15 minutes on 2 cores: 3 seeds of 5 student runs of 3-layer MiniLM students
         compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
-                     "student_train": 2000, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
+                     "student_train": 1500, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola",),
-                     "augment_texts": 2000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
+                     "augment_texts": 1500, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
     ),
