@@ -1,4 +1,5 @@
-"""The ``lmcourse`` command: run notebooks, the course and benchmarks headless, inspect the environment and data."""
+"""The ``lmcourse`` command: run notebooks, the course and benchmarks headless, inspect the environment and data,
+classify text with an exported ONNX model."""
 
 from __future__ import annotations
 

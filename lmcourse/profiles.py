@@ -123,7 +123,7 @@ PROFILES: dict[str, Profile] = {
         compression={"task": "sst2", "teacher_train": 256, "teacher_epochs": 2, "teacher_lr": 1e-4,
                      "student_train": 96, "student_epochs": 1, "student_lr": 2e-4, "max_length": 64,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0,), "augment_tasks": ("cola",),
-                     "augment_texts": 96, "eval": 128, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
+                     "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
                      "timing_length": 32, "timing_repeats": 3},
     ),
