@@ -1,4 +1,5 @@
-"""The ``lmcourse`` command: run notebooks, the course and benchmarks headless, inspect the environment and data."""
+"""The ``lmcourse`` command: run notebooks, the course and benchmarks headless, inspect the environment and data,
+classify text with an exported ONNX model."""
 
 from __future__ import annotations
 
@@ -234,8 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the runs are (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("classify", help="classify text (one per line, a file or stdin) with an exported ONNX model")
+    p.add_argument("model", help="an exported model folder (lmcourse.compression.export_onnx)")
+    p.add_argument("input", nargs="?", default="-", help="a text file, one text per line (default: stdin)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's maximum length")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.set_defaults(func=cmd_classify)
+
     _add_training_commands(sub)
     return parser
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Print ``label<TAB>probability<TAB>text`` for every input line."""
+    from lmcourse.compression.classify import classify_texts
+    from lmcourse.errors import DataUnavailableError
+
+    if args.input == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise DataUnavailableError(f"input file {path} does not exist (give a text file, or '-' for stdin)")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    for row in classify_texts(args.model, lines, batch_size=args.batch_size, truncate=args.truncate,
+                              threads=args.threads):
+        print(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+    return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

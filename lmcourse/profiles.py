@@ -6,9 +6,10 @@
 
 This file is the only place where sizes live. A :class:`Profile` holds the shared sizes as fields and
 one section (a plain dict) per chapter: ``embeddings`` (01), ``attention_cost`` (02), ``tokenizers``
-(04-06), ``pretraining`` (05/06), ``finetune_tasks`` (07, per-task budgets) and ``experiments``
-(07/08: ablations, speed, PEFT, few-shot) and ``seq2seq`` (10: the T5, span corruption, text to text).
-A notebook reaches them through its run context
+(04-06), ``pretraining`` (05/06), ``finetune_tasks`` (07, per-task budgets), ``experiments``
+(07/08: ablations, speed, PEFT, few-shot), ``seq2seq`` (10: the T5, span corruption, text to text),
+``compression`` (11: distillation, quantization, pruning, ONNX) and ``transfer`` (14: does pretraining
+help?). A notebook reaches them through its run context
 (:mod:`lmcourse.context`), e.g. ``ctx.profile.pretraining["mlm_steps"]``.
 
 The default for headless runs comes from ``$LMCOURSE_PROFILE``; a papermill parameter overrides it.
@@ -27,7 +28,7 @@ PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
 #: the chapter sections of a profile (dicts of sizes)
 SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments",
-            "seq2seq", "transfer")
+            "seq2seq", "compression", "transfer")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Profile:
     experiments: dict[str, Any] = field(default_factory=dict)
     transfer: dict[str, Any] = field(default_factory=dict)  # notebook 14: does pretraining help?
     seq2seq: dict[str, Any] = field(default_factory=dict)
+    compression: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -134,6 +136,13 @@ PROFILES: dict[str, Profile] = {
                  "eval_iters": 4, "ft_train": 256, "ft_eval": 128, "ft_steps": 30, "ft_batch": 16,
                  "ft_lr": 1e-3, "ft_seeds": (0,), "para_train": 256, "para_eval": 48, "para_steps": 30,
                  "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "flops_draws": 200},
+        # 11: a teacher, one seed of every student, three sparsities; timings are only sanity checks here
+        compression={"task": "sst2", "teacher_train": 256, "teacher_epochs": 2, "teacher_lr": 1e-4,
+                     "student_train": 96, "student_epochs": 1, "student_lr": 2e-4, "max_length": 64,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0,), "augment_tasks": ("cola",),
+                     "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
+                     "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
+                     "timing_length": 32, "timing_repeats": 3},
     ),
     "cpu": Profile(
         name="cpu",
@@ -203,6 +212,13 @@ PROFILES: dict[str, Profile] = {
                  "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "para_train": None, "para_eval": None,
                  "para_steps": 300, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
                  "flops_draws": 1000},
+        # 11: about 15 minutes on 2 cores: 3 seeds of 5 student runs of 3-layer MiniLM students
+        compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
+                     "student_train": 1500, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola",),
+                     "augment_texts": 1500, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
+                     "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
+                     "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
     ),
     "gpu": Profile(
         name="gpu",
@@ -259,6 +275,14 @@ PROFILES: dict[str, Profile] = {
                  "ft_steps": 3000, "ft_batch": 64, "ft_lr": 3e-4, "ft_seeds": (0, 1, 2), "para_train": None,
                  "para_eval": None, "para_steps": 2000, "para_lr": 3e-4, "gen_tokens": 64, "beams": 4,
                  "kv_lengths": [32, 64, 128, 256], "flops_draws": 1000},
+        # 11: the DistilBERT setting: bert-base-uncased into a 6-layer student (every other layer), full data;
+        # the teacher is the profile's finetune_model; timings stay on the CPU (the deployment target)
+        compression={"task": "sst2", "teacher_train": None, "teacher_epochs": 3, "teacher_lr": 2e-5,
+                     "student_train": None, "student_epochs": 3, "student_lr": 5e-5, "max_length": 128,
+                     "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola", "mrpc", "rte"),
+                     "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
+                     "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
+                     "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30},
     ),
 }
 

@@ -1,0 +1,92 @@
+"""Scoring compressed models on the same dev examples, and the accuracy-latency table and Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmcourse.data import get_task, load_glue
+from lmcourse.spread import spread
+
+
+def dev_examples(task: str, max_samples: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Sentences and labels of a single-sentence task's dev split (a fixed subset of ``max_samples``)."""
+    spec = get_task(task)
+    dev = load_glue(spec.name, spec.eval_splits[0])
+    if max_samples is not None and max_samples < len(dev):
+        dev = dev.shuffle(seed=0).select(range(int(max_samples)))
+    return list(dev[spec.input_columns[0]]), np.asarray(dev["label"])
+
+
+def torch_logits(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 128,
+                 batch_size: int = 64) -> np.ndarray:
+    """Logits of a PyTorch classifier (float or quantized) on ``texts``, in order, on the CPU."""
+    model = model.eval()
+    device = next(iter(model.state_dict().values())).device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+            out.append(model(**enc.to(device)).logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def onnx_logits(classifier, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Logits of an :class:`~lmcourse.compression.OnnxClassifier` on ``texts``, in order."""
+    return np.concatenate([classifier.logits(list(texts[s:s + batch_size])) for s in range(0, len(texts), batch_size)])
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())
+
+
+def table_row(name: str, accuracies: Sequence[float], params: int, size_bytes: int, timing: dict[str, float],
+              **extra: Any) -> dict[str, Any]:
+    """One row of the comparison table: accuracy mean ± std over seeds, size, speed."""
+    s = spread(accuracies)
+    return {"model": name, "accuracy": s.mean, "± std": s.std if s.n > 1 else float("nan"), "seeds": s.n,
+            "parameters (M)": params / 1e6, "size (MB)": size_bytes / 1e6,
+            "latency b1 (ms)": timing["latency_ms"], "throughput b32 (ex/s)": timing["throughput"],
+            "threads": int(timing["threads"]), **extra}
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], x: str = "latency b1 (ms)", y: str = "accuracy") -> list[str]:
+    """Names of the rows no other row beats on both ``x`` (lower is better) and ``y`` (higher is better)."""
+    front = []
+    for r in rows:
+        dominated = any(o[x] <= r[x] and o[y] >= r[y] and (o[x] < r[x] or o[y] > r[y]) for o in rows)
+        if not dominated:
+            front.append(r["model"])
+    return front
+
+
+def plot_pareto(ax, rows: Sequence[dict[str, Any]], x: str = "latency b1 (ms)", y: str = "accuracy") -> None:
+    """Accuracy against latency, one labelled point per model (error bars where there are seeds), the Pareto
+    front as a line."""
+    front = set(pareto_front(rows, x, y))
+    for r in rows:
+        err = r["± std"] if r["seeds"] > 1 else None
+        ax.errorbar(r[x], r[y], yerr=err, fmt="o", color="C3" if r["model"] in front else "C0", capsize=3)
+        ax.annotate(r["model"], (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    pts = sorted((r[x], r[y]) for r in rows if r["model"] in front)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="C3", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{x} (log scale)")
+    ax.set_ylabel(y)
+    ax.legend()
+
+
+def teacher_speedup(rows: Sequence[dict[str, Any]], reference: str, max_drop: float = 0.01,
+                    x: str = "latency b1 (ms)") -> dict[str, Any]:
+    """The fastest row whose accuracy is within ``max_drop`` of ``reference``'s, and its speed-up at batch 1."""
+    ref = next(r for r in rows if r["model"] == reference)
+    ok = [r for r in rows if r["model"] != reference and r["accuracy"] >= ref["accuracy"] - max_drop]
+    if not ok:
+        return {"model": None, "speedup": float("nan")}
+    best = min(ok, key=lambda r: r[x])
+    return {"model": best["model"], "speedup": ref[x] / best[x], "accuracy_drop": ref["accuracy"] - best["accuracy"]}

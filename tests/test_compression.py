@@ -1,0 +1,317 @@
+"""lmcourse.compression against the libraries: the KD loss vs ``F.kl_div``, per-channel int8 vs torch's quantized
+tensors, head importance vs brute-force head masking, head pruning vs the gate, the ONNX round trip, and the
+``lmcourse classify`` error paths. Tiny random BERTs; a few seconds in all but the ONNX export."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForSequenceClassification
+
+from lmcourse.cli import main as cli_main
+from lmcourse.compression import (
+    OnnxClassifier,
+    dequantize,
+    distillation_loss,
+    dynamic_int8,
+    export_onnx,
+    head_counts,
+    head_gates,
+    head_importance,
+    least_important_heads,
+    magnitude_prune,
+    masked_head_losses,
+    prune_heads,
+    quantization_error,
+    quantize_onnx_int8,
+    quantize_per_channel,
+    size_on_disk,
+    sparsity_of,
+    student_from_teacher,
+    weight_only_int8,
+)
+from lmcourse.errors import ArgumentError, DataUnavailableError
+
+
+def _tiny(layers=2, heads=4, hidden=32, seed=0, vocab=120, dtype=torch.float32) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=2,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    model = BertForSequenceClassification(cfg).to(dtype).eval()
+    with torch.no_grad():  # fresh biases are 0 and LayerNorms (1, 0): randomise so that every path matters
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _batch(n=4, length=9, vocab=120, seed=1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[n // 2, 5:] = 0  # one padded example
+    return {"input_ids": torch.randint(1, vocab, (n, length), generator=g), "attention_mask": mask,
+            "labels": torch.randint(0, 2, (n,), generator=g)}
+
+
+# ------------------------------------------------------------------------------------------ distillation
+@pytest.mark.parametrize("temperature,alpha", [(1.0, 0.5), (2.0, 0.5), (4.0, 0.9), (3.0, 0.0), (2.0, 1.0)])
+def test_distillation_loss_matches_kl_div_formulation(temperature, alpha):
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(8, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = 3 * torch.randn(8, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (8,), generator=g)
+    ours = distillation_loss(student, teacher, labels, temperature=temperature, alpha=alpha)
+    soft = F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                    reduction="batchmean", log_target=True) * temperature**2
+    ref = alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    (g_ours,) = torch.autograd.grad(ours, student)
+    (g_ref,) = torch.autograd.grad(ref, student)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-12)
+    # soft only, and unlabelled (-100) examples drop out of the hard part only
+    torch.testing.assert_close(distillation_loss(student, teacher, None, temperature), soft, rtol=1e-12, atol=1e-12)
+    partial = labels.clone()
+    partial[:3] = -100
+    ref_partial = alpha * soft + (1 - alpha) * F.cross_entropy(student[3:], labels[3:])
+    torch.testing.assert_close(distillation_loss(student, teacher, partial, temperature, alpha), ref_partial,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_distillation_loss_zero_when_student_is_teacher_and_bad_arguments():
+    logits = torch.randn(5, 2, dtype=torch.float64)
+    assert float(distillation_loss(logits, logits, None)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ArgumentError, match="temperature must be > 0"):
+        distillation_loss(logits, logits, None, temperature=0)
+    with pytest.raises(ArgumentError, match=r"alpha .* \[0, 1\]"):
+        distillation_loss(logits, logits, None, alpha=1.5)
+
+
+def test_student_from_teacher_takes_every_other_layer():
+    teacher = _tiny(layers=4)
+    student = student_from_teacher(teacher)
+    assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
+    t, s = teacher.state_dict(), student.state_dict()
+    for i, j in [(0, 0), (1, 2)]:
+        for name in ("attention.self.query.weight", "output.dense.weight", "intermediate.dense.bias"):
+            torch.testing.assert_close(s[f"bert.encoder.layer.{i}.{name}"], t[f"bert.encoder.layer.{j}.{name}"],
+                                       rtol=0, atol=0)
+    for name in ("bert.embeddings.word_embeddings.weight", "classifier.weight", "bert.pooler.dense.weight"):
+        torch.testing.assert_close(s[name], t[name], rtol=0, atol=0)
+    # all layers: the same function as the teacher; random init: same shape, other weights
+    same = student_from_teacher(teacher, layers=[0, 1, 2, 3]).eval()
+    batch = _batch()
+    torch.testing.assert_close(same(**batch).logits, teacher(**batch).logits, rtol=0, atol=0)
+    rand = student_from_teacher(teacher, random_init=True)
+    assert {k: v.shape for k, v in rand.state_dict().items()} == {k: v.shape for k, v in s.items()}
+    assert not torch.equal(rand.state_dict()["bert.encoder.layer.0.attention.self.query.weight"],
+                           s["bert.encoder.layer.0.attention.self.query.weight"])
+    with pytest.raises(ArgumentError, match="indices of the teacher's 4 layers"):
+        student_from_teacher(teacher, layers=[0, 7])
+
+
+def test_distill_trains_a_student_with_and_without_the_teacher():
+    from transformers import AutoTokenizer
+
+    from lmcourse.compression import distill
+    from lmcourse.context import resolve_context
+    from lmcourse.models import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    teacher = _tiny(layers=2, vocab=tokenizer.vocab_size)
+    ctx = resolve_context("smoke", seed=0, device="cpu")
+    sizes = dict(max_train_samples=48, max_eval_samples=16, num_epochs=1, batch_size=16, max_length=32,
+                 progress=False)
+    kd = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.5,
+                 extra_texts=["an unlabelled sentence", "another one"], **sizes)
+    plain = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.0,
+                    **sizes)
+    assert 0.0 <= kd["accuracy"] <= 1.0 and 0.0 <= plain["accuracy"] <= 1.0
+    with pytest.raises(ArgumentError, match="regression"):
+        distill("stsb", teacher, tokenizer, teacher, ctx=ctx, **sizes)
+    with pytest.raises(ArgumentError, match="sentence pairs"):
+        distill("mrpc", teacher, tokenizer, teacher, ctx=ctx, extra_texts=["x"], **sizes)
+
+
+# ------------------------------------------------------------------------------------------ quantization
+def test_per_channel_int8_matches_torch_quantized_tensors():
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 40, generator=g) * torch.rand(48, 1, generator=g) * 3
+    w[5] = 0.0  # an all-zero row
+    codes, scales = quantize_per_channel(w, bits=8)
+    assert codes.dtype == torch.int8 and scales.shape == (48,)
+    # the scales are torch's symmetric per-channel observer's (range ±127) ...
+    obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                   quant_min=-127, quant_max=127, eps=1e-30)
+    obs(w)
+    ref_scales, ref_zero = obs.calculate_qparams()
+    nonzero = torch.arange(48) != 5
+    torch.testing.assert_close(scales[nonzero], ref_scales[nonzero], rtol=1e-6, atol=0)
+    assert int(ref_zero.abs().sum()) == 0
+    # ... and with our scales torch's quantized tensor holds the same integers and dequantizes the same
+    q = torch.quantize_per_channel(w, scales.double(), torch.zeros(48, dtype=torch.long), 0, torch.qint8)
+    torch.testing.assert_close(codes, q.int_repr(), rtol=0, atol=0)
+    torch.testing.assert_close(dequantize(codes, scales), q.dequantize(), rtol=1e-6, atol=1e-7)
+    # rounding error at most half a step per weight
+    assert bool(((w - dequantize(codes, scales)).abs() <= scales[:, None] / 2 + 1e-6).all())
+
+
+def test_quantization_error_halves_per_bit_and_bad_input():
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    errors = [quantization_error(w, b) for b in (2, 3, 4, 6, 8, 12)]
+    assert errors == sorted(errors, reverse=True)
+    assert 1.6 < errors[3] / errors[4] < 6  # 6 → 8 bits: about 4× smaller
+    codes, _ = quantize_per_channel(w, bits=4)
+    assert int(codes.abs().max()) == 7
+    with pytest.raises(ArgumentError, match="2-D weight"):
+        quantize_per_channel(torch.randn(3, 4, 5))
+    with pytest.raises(ArgumentError, match="bits must be between 2 and 16"):
+        quantize_per_channel(w, bits=1)
+
+
+def test_dynamic_and_weight_only_int8_stay_close_to_fp32():
+    model = _tiny()
+    batch = _batch()
+    ref = model(**batch).logits
+    dyn = dynamic_int8(model)
+    assert any("quantized" in type(m).__module__ for m in dyn.modules())
+    torch.testing.assert_close(dyn(**batch).logits, ref, rtol=0, atol=0.05)
+    wo = weight_only_int8(model)
+    # weight-only is exactly the fp32 model with each weight replaced by its dequantized codes
+    manual = _tiny()
+    with torch.no_grad():
+        for name, module in manual.named_modules():
+            if isinstance(module, torch.nn.Linear) and "classifier" not in name:
+                module.weight.copy_(dequantize(*quantize_per_channel(module.weight)))
+    torch.testing.assert_close(wo(**batch).logits, manual(**batch).logits, rtol=1e-6, atol=1e-6)
+    assert size_on_disk(wo) < size_on_disk(model)
+
+
+# ------------------------------------------------------------------------------------------ pruning
+def test_magnitude_prune_zeroes_the_globally_smallest_weights():
+    model = _tiny()
+    pruned = magnitude_prune(model, 0.5)
+    assert sparsity_of(pruned) == pytest.approx(0.5, abs=1e-3) and sparsity_of(model) < 0.01
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "classifier" not in n]
+    allw = torch.cat([model.get_submodule(n).weight.abs().flatten() for n in names])
+    threshold = allw.kthvalue(int(0.5 * allw.numel())).values
+    for n in names:
+        before, after = model.get_submodule(n).weight, pruned.get_submodule(n).weight
+        assert bool((after[before.abs() > threshold] == before[before.abs() > threshold]).all())
+        assert bool((after[before.abs() < threshold] == 0).all())
+    assert not any("weight_orig" in k for k in pruned.state_dict())  # masks made permanent
+    with pytest.raises(ArgumentError, match="sparsity"):
+        magnitude_prune(model, 1.0)
+
+
+def test_head_importance_is_the_gradient_of_brute_force_masking():
+    model = _tiny(layers=2, heads=4, dtype=torch.float64)
+    batch = _batch(n=1)  # Michel et al.'s |∂L/∂ξ| per example: one example per batch
+    importance = head_importance(model, [batch], normalize=False)
+    eps = 1e-5
+    finite = (masked_head_losses(model, batch, 1 + eps) - masked_head_losses(model, batch, 1 - eps)) / (2 * eps)
+    torch.testing.assert_close(importance.double(), finite.abs(), rtol=1e-5, atol=1e-9)
+    # over several batches it sums, and normalised each layer has unit L2 norm
+    batches = [_batch(n=1, seed=s) for s in range(3)]
+    total = sum(head_importance(model, [b], normalize=False) for b in batches)
+    torch.testing.assert_close(head_importance(model, batches, normalize=False), total, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(head_importance(model, batches).norm(dim=1), torch.ones(2, dtype=torch.float32),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_pruned_heads_equal_gated_heads():
+    model = _tiny(layers=2, heads=4)
+    batch = _batch()
+    gates = torch.ones(2, 4)
+    gates[0, 1] = gates[0, 3] = gates[1, 2] = 0.0
+    with head_gates(model, gates), torch.no_grad():
+        gated = model(**batch).logits
+    with torch.no_grad():
+        full = model(**batch).logits  # the hooks are gone after the context
+    n_before = sum(p.numel() for p in model.parameters())
+    prune_heads(model, {0: [1, 3], 1: [2]})
+    assert head_counts(model) == [2, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, gated, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(full, gated)
+    assert n_before - sum(p.numel() for p in model.parameters()) == 3 * (3 * (8 * 32 + 8) + 8 * 32)
+    with pytest.raises(ArgumentError, match="keep at least one"):
+        prune_heads(model, {0: [0, 1]})
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.05, 0.04, 0.8, 0.7]])
+    assert least_important_heads(scores, [4, 4], 0.5) == {1: [1, 0], 0: [0, 3]}
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from lmcourse.models import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    model = _tiny(vocab=tokenizer.vocab_size)
+    model.config.id2label = {0: "negative", 1: "positive"}
+    folder = tmp_path_factory.mktemp("onnx") / "fp32"
+    export_onnx(model, tokenizer, folder, max_length=32)
+    return model, tokenizer, folder
+
+
+TEXTS = ["a gripping, beautifully shot film", "dull", "the plot drags on and on with nothing at stake for anyone"]
+
+
+def test_onnx_round_trip_equals_pytorch(exported, tmp_path):
+    model, _, folder = exported
+    onnx = OnnxClassifier(folder)
+    for texts in (TEXTS, TEXTS[:1], TEXTS * 3):  # dynamic batch and padded sequence length
+        inputs = onnx.encode(texts)
+        with torch.no_grad():
+            ref = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+        torch.testing.assert_close(torch.from_numpy(onnx.run(inputs)), torch.from_numpy(ref), rtol=1e-4, atol=1e-5)
+    assert onnx.labels == ["negative", "positive"]
+    assert [p["label"] for p in onnx.predict(TEXTS)] == [onnx.labels[i] for i in ref.argmax(-1)[:3]]
+    q = quantize_onnx_int8(folder, tmp_path / "int8")
+    int8 = OnnxClassifier(q.parent)
+    torch.testing.assert_close(torch.from_numpy(int8.logits(TEXTS)), torch.from_numpy(onnx.logits(TEXTS)),
+                               rtol=0, atol=0.1)
+    assert size_on_disk(q) < size_on_disk(folder / "model.onnx")
+
+
+def test_classify_cli_prints_labels_and_refuses_bad_input(exported, tmp_path, capsys, monkeypatch):
+    _, _, folder = exported
+    good = tmp_path / "in.txt"
+    good.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert cli_main(["classify", str(folder), str(good), "--batch-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in lines] == TEXTS
+    assert all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("fine\n"))
+    assert cli_main(["classify", str(folder)]) == 0 and capsys.readouterr().out.endswith("\tfine\n")
+
+    def error_of(argv, stdin=None):
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err  # one clear line
+        return err
+
+    assert "line 2 is empty" in error_of(["classify", str(folder)], "good\n\nalso good\n")
+    assert "no input" in error_of(["classify", str(folder)], "")
+    long_text = "word " * 60
+    assert "line 1 is 62 tokens long, more than the model's maximum of 32" in error_of(
+        ["classify", str(folder)], long_text + "\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(long_text + "\n"))
+    assert cli_main(["classify", str(folder), "--truncate"]) == 0
+    capsys.readouterr()
+    assert "does not exist" in error_of(["classify", str(tmp_path / "nope"), str(good)])
+    assert "not an exported lmcourse model folder" in error_of(["classify", str(tmp_path), str(good)])
+    assert "input file" in error_of(["classify", str(folder), str(tmp_path / "missing.txt")])
+    assert "--batch-size must be at least 1" in error_of(["classify", str(folder), str(good), "--batch-size", "0"])
+    with pytest.raises(DataUnavailableError):
+        OnnxClassifier(tmp_path / "nope")
