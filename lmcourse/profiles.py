@@ -192,7 +192,9 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
         # about 20 minutes on 2 cores: probes are cheap (one forward pass per example), fine-tuning is not
-        transfer={"corpus": (("wikitext-2", "train"),), "corpus_lines": None, "wordpiece_vocab": 8000,
+        # the corpus of notebook 05 (the offline mirror has wikitext-2 validation and test, not train)
+        transfer={"corpus": (("wikitext-2", "validation"), ("wikitext-2", "test"), ("tiny-shakespeare", "train")),
+                  "corpus_lines": None, "wordpiece_vocab": 8000,
                   "pretrain_steps": 400, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 40,
                   "checkpoints": (0.0, 0.25, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 6000, "mrpc": None}, "probe_eval": None,
