@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from lmcourse.context import RunContext
 from lmcourse.data import get_task
 from lmcourse.errors import ArgumentError
+from lmcourse.pretraining.data import epoch_permutation
 from lmcourse.pretraining.span_corruption import corrupted_lengths, span_corruption_batch
 
 T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5's vocabulary
@@ -171,8 +172,7 @@ class Seq2SeqBatches:
 
     def _permutation(self, epoch: int) -> list[int]:
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = (epoch, torch.randperm(len(self.src), generator=g).tolist())
+            self._perm = (epoch, epoch_permutation(len(self.src), self.seed, epoch))
         return self._perm[1]
 
     @staticmethod

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.errors import ArgumentError
+from lmcourse.models.gpt import KVCache
 
 FEED_FORWARD_PROJ = ("relu", "gated-gelu")
 
@@ -152,27 +153,15 @@ class T5Output(NamedTuple):
     kv_cache: T5Cache | None = None
 
 
-class T5Cache:
-    """Decoder keys/values: per layer, the self-attention ones (growing by one position per step) and the
-    cross-attention ones over the encoder output (computed once, by :meth:`T5.precompute_cross`)."""
+class T5Cache(KVCache):
+    """Decoder keys/values: per layer, the self-attention ones (GPT's :class:`~lmcourse.models.gpt.KVCache`,
+    growing by one position per step) and the cross-attention ones over the encoder output (computed once,
+    by :meth:`T5.precompute_cross`)."""
 
     def __init__(self, n_layer: int) -> None:
-        self.keys: list[Tensor | None] = [None] * n_layer
-        self.values: list[Tensor | None] = [None] * n_layer
+        super().__init__(n_layer)
         self.cross_keys: list[Tensor | None] = [None] * n_layer
         self.cross_values: list[Tensor | None] = [None] * n_layer
-
-    @property
-    def seq_len(self) -> int:
-        """Decoder positions already cached (the position of the next token)."""
-        return 0 if self.keys[0] is None else self.keys[0].size(2)
-
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search: each surviving beam continues some parent beam). The cross

@@ -172,6 +172,13 @@ def collate_seeded(collator, features: Sequence[dict[str, Any]], seed: int) -> d
 
 
 
+def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of ``n`` examples in one epoch: a function of ``(seed, epoch)`` only, so a resumed run
+    sees the same order as an uninterrupted one."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
 class BlockBatches:
     """Step → batch for fixed blocks: a seeded permutation per epoch, masking seeded by the step.
 
@@ -189,8 +196,7 @@ class BlockBatches:
 
     def _permutation(self, epoch: int) -> list[int]:
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = (epoch, torch.randperm(len(self.features), generator=g).tolist())
+            self._perm = (epoch, epoch_permutation(len(self.features), self.seed, epoch))
         return self._perm[1]
 
     def __call__(self, step: int) -> dict[str, Tensor]:
