@@ -28,7 +28,7 @@ PROFILE_ENV = "LMCOURSE_PROFILE"
 DEFAULT_PROFILE = "cpu"
 #: the chapter sections of a profile (dicts of sizes)
 SECTIONS = ("embeddings", "attention_cost", "tokenizers", "pretraining", "finetune_tasks", "experiments",
-            "seq2seq", "compression", "transfer")
+            "seq2seq", "compression", "transfer", "interpretability", "continual")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class Profile:
     transfer: dict[str, Any] = field(default_factory=dict)  # notebook 14: does pretraining help?
     seq2seq: dict[str, Any] = field(default_factory=dict)
     compression: dict[str, Any] = field(default_factory=dict)
+    interpretability: dict[str, Any] = field(default_factory=dict)  # notebook 12
+    continual: dict[str, Any] = field(default_factory=dict)  # notebook 13
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -143,6 +145,10 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
                      "timing_length": 32, "timing_repeats": 3},
+        # notebook 12: interpretability
+        interpretability={"task": "sst2"},
+        # notebook 13: continual learning
+        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
     ),
     "cpu": Profile(
         name="cpu",
@@ -221,6 +227,10 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 1500, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
+        # notebook 12: interpretability
+        interpretability={"task": "sst2"},
+        # notebook 13: continual learning
+        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
     ),
     "gpu": Profile(
         name="gpu",
@@ -285,6 +295,10 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
                      "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30},
+        # notebook 12: interpretability
+        interpretability={"task": "sst2"},
+        # notebook 13: continual learning
+        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
     ),
 }
 
