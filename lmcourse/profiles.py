@@ -137,7 +137,10 @@ PROFILES: dict[str, Profile] = {
                  "chunk": 64, "batch": 16, "pretrain_steps": 40, "pretrain_lr": 3e-3, "eval_every": 20,
                  "eval_iters": 4, "ft_train": 256, "ft_eval": 128, "ft_steps": 30, "ft_batch": 16,
                  "ft_lr": 1e-3, "ft_seeds": (0,), "para_train": 256, "para_eval": 48, "para_steps": 30,
-                 "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "flops_draws": 200},
+                 "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "flops_draws": 200,
+                 "objectives": {"lrs": {"clm": 3e-3, "mlm": 3e-3}, "eval_iters": 4, "ft_tasks": ("sst2", "mrpc"),
+                                "ft_train": 160, "ft_eval": 64, "ft_steps": 12, "ft_batch": 16, "ft_lr": 1e-3,
+                                "ft_seeds": (0,), "max_length": 64}},
         # 11: a teacher, one seed of every student, three sparsities; timings are only sanity checks here
         compression={"task": "sst2", "teacher_train": 256, "teacher_epochs": 2, "teacher_lr": 1e-4,
                      "student_train": 96, "student_epochs": 1, "student_lr": 2e-4, "max_length": 64,
@@ -219,7 +222,11 @@ PROFILES: dict[str, Profile] = {
                  "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 200,
                  "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "para_train": None, "para_eval": None,
                  "para_steps": 300, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
-                 "flops_draws": 1000},
+                 "flops_draws": 1000,
+                 # section 5: GPT and BERT get section 4's FLOPs; 3 x 2 bodies x 2 tasks x 3 seeds of fine-tuning
+                 "objectives": {"lrs": {"clm": 1e-3, "mlm": 1e-3}, "eval_iters": 20, "ft_tasks": ("sst2", "mrpc"),
+                                "ft_train": 3000, "ft_eval": None, "ft_steps": 150, "ft_batch": 32, "ft_lr": 1e-3,
+                                "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: about 15 minutes on 2 cores: 3 seeds of 5 student runs of 3-layer MiniLM students
         compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
                      "student_train": 1500, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
@@ -286,7 +293,10 @@ PROFILES: dict[str, Profile] = {
                  "eval_every": 500, "eval_iters": 50, "ft_train": None, "ft_eval": None,
                  "ft_steps": 3000, "ft_batch": 64, "ft_lr": 3e-4, "ft_seeds": (0, 1, 2), "para_train": None,
                  "para_eval": None, "para_steps": 2000, "para_lr": 3e-4, "gen_tokens": 64, "beams": 4,
-                 "kv_lengths": [32, 64, 128, 256], "flops_draws": 1000},
+                 "kv_lengths": [32, 64, 128, 256], "flops_draws": 1000,
+                 "objectives": {"lrs": {"clm": 6e-4, "mlm": 1e-3}, "eval_iters": 50, "ft_tasks": ("sst2", "mrpc"),
+                                "ft_train": None, "ft_eval": None, "ft_steps": 2000, "ft_batch": 32, "ft_lr": 1e-4,
+                                "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: the DistilBERT setting: bert-base-uncased into a 6-layer student (every other layer), full data;
         # the teacher is the profile's finetune_model; timings stay on the CPU (the deployment target)
         compression={"task": "sst2", "teacher_train": None, "teacher_epochs": 3, "teacher_lr": 2e-5,

@@ -210,23 +210,28 @@ class GPT(nn.Module):
         """The LM head, whose weight *is* the token embedding's (tied)."""
         return self.lm_head
 
+    def hidden_states(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """The final (``ln_f``-normalised) hidden states ``(B, T, n_embd)`` the LM head reads: what a
+        sequence classifier pools (notebook 10 compares objectives through this readout)."""
+        T = idx.size(1)
+        past = kv_cache.seq_len if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ArgumentError(f"sequence of {past + T} tokens (cache {past} + new {T}) is longer than "
+                                f"block_size={self.config.block_size}; crop the context")
+        pos = torch.arange(past, past + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)
+        return self.transformer.ln_f(x)
+
     def forward(self, idx: Tensor, targets: Tensor | None = None, kv_cache: KVCache | None = None,
                 use_cache: bool = False) -> GPTOutput:
         """Logits for token ids ``idx (B, T)``; with ``targets (B, T)`` also the mean cross-entropy
         (``-100`` targets are ignored). ``use_cache=True`` creates a cache if none is given and returns it;
         the positions of ``idx`` then start at ``kv_cache.seq_len``."""
-        T = idx.size(1)
         if use_cache and kv_cache is None:
             kv_cache = KVCache(self.config.n_layer)
-        past = kv_cache.seq_len if kv_cache is not None else 0
-        if past + T > self.config.block_size:
-            raise ArgumentError(f"sequence of {past + T} tokens (cache {past} + new {T}) is longer than "
-                            f"block_size={self.config.block_size}; crop the context")
-        pos = torch.arange(past, past + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, i)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        logits = self.lm_head(self.hidden_states(idx, kv_cache))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
