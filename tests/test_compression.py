@@ -5,6 +5,7 @@ tensors, head importance vs brute-force head masking, head pruning vs the gate, 
 from __future__ import annotations
 
 import io
+import math
 import sys
 
 import pytest
@@ -280,6 +281,17 @@ def test_onnx_round_trip_equals_pytorch(exported, tmp_path):
     torch.testing.assert_close(torch.from_numpy(int8.logits(TEXTS)), torch.from_numpy(onnx.logits(TEXTS)),
                                rtol=0, atol=0.1)
     assert size_on_disk(q) < size_on_disk(folder / "model.onnx")
+    qc = quantize_onnx_int8(folder, tmp_path / "int8-channel", per_channel=True)
+    per_channel = OnnxClassifier(qc.parent)
+    torch.testing.assert_close(torch.from_numpy(per_channel.logits(TEXTS)), torch.from_numpy(onnx.logits(TEXTS)),
+                               rtol=0, atol=0.1)
+
+    def weight_scales(path):  # sizes of the quantization scales of the graph: 1 per tensor, or 1 per row
+        import onnx as onnx_lib
+
+        return [math.prod(t.dims) for t in onnx_lib.load(str(path)).graph.initializer if t.name.endswith("_scale")]
+
+    assert max(weight_scales(q)) == 1 and max(weight_scales(qc)) > 1
 
 
 def test_classify_cli_prints_labels_and_refuses_bad_input(exported, tmp_path, capsys, monkeypatch):
