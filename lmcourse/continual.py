@@ -24,8 +24,10 @@ kept) uses a held-out slice of that task's *training* data; the dev sets only fi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,11 +189,15 @@ class MultiTaskClassifier(nn.Module):
 
 
 def build_model(encoder: nn.Module, tasks: Sequence[TaskData] | Mapping[str, int], seed: int) -> MultiTaskClassifier:
-    """A fresh :class:`MultiTaskClassifier`: a deep copy of ``encoder`` and heads initialised from ``seed``."""
+    """A fresh :class:`MultiTaskClassifier`: a deep copy of ``encoder`` and heads initialised from ``seed`` and
+    the task's name, so that a task's starting head is the same whatever the order of the tasks."""
     spec = tasks if isinstance(tasks, Mapping) else {t.name: t.num_labels for t in tasks}
+    model = MultiTaskClassifier(copy.deepcopy(encoder), spec)
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return MultiTaskClassifier(copy.deepcopy(encoder), spec)
+        for name, head in model.heads.items():
+            torch.manual_seed(seed * 100_003 + zlib.crc32(name.encode()) % 100_000)
+            head.reset_parameters()
+    return model
 
 
 @torch.inference_mode()
@@ -268,7 +274,7 @@ def mixed_batches(current: Sequence[dict[str, Any]], buffer: ReplayBuffer | None
         k = 0
         if use_replay:
             fb = replay_fraction * batch_size
-            k = min(batch_size - 1, int(math.floor(fb)) + int(rng.random() < fb - math.floor(fb)))
+            k = min(batch_size - 1, math.floor(fb) + int(rng.random() < fb - math.floor(fb)))
         take = order[start:start + batch_size - k]
         start += len(take)
         batch = [current[int(i)] for i in take]
@@ -498,14 +504,19 @@ def score_all(model: MultiTaskClassifier, tasks: Sequence[TaskData], dev: Mappin
 
 
 def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg: TrainConfig, seed: int, *,
-                 replay_per_task: int = 0, pad_id: int = 0) -> SequenceResult:
+                 replay_per_task: int = 0, pad_id: int = 0, random_init: Mapping[str, float] | None = None,
+                 first_task_cache: dict | None = None) -> SequenceResult:
     """Train ``tasks`` one after another with ``method`` and score every task's dev set after each one.
 
     ``"naive"``: plain sequential fine-tuning (the lower bound); ``"replay"``: a :class:`ReplayBuffer` of
     ``replay_per_task`` examples per earlier task, ``cfg.replay_fraction`` of each batch; ``"ewc"``: the loss
     plus Σ over earlier tasks of :func:`ewc_penalty` (``cfg.ewc_lambda``, Fisher on ``cfg.fisher_samples`` training
-    examples, encoder weights only: the heads are per task); ``"lora"``: :class:`LoRAPerTask`. ``random_init``
-    is every task's score before any training (the pretrained encoder with freshly initialised heads)."""
+    examples, encoder weights only: the heads are per task); ``"lora"``: :class:`LoRAPerTask`.
+
+    ``random_init`` (task → score) are the scores before any training, the same for every method of a seed
+    (:func:`initial_scores`); computed here when not given. Naive, replay and EWC train the first task in
+    exactly the same way (empty buffer, no earlier task to anchor to): pass the same dict as
+    ``first_task_cache`` to their runs of one seed and order, and that first stage is trained once and reused."""
     if method not in METHODS:
         raise UnknownNameError(f"unknown continual method {method!r}; known: {', '.join(METHODS)}")
     if method == "replay" and replay_per_task < 1:
@@ -519,30 +530,44 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
         model.encoder.get_input_embeddings().weight.requires_grad = False
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
     lora = LoRAPerTask(model, cfg.lora_r, cfg.lora_alpha) if method == "lora" else None
-    b = score_all(model, tasks, dev, None)
+    if random_init is None:
+        b = score_all(model, tasks, dev, None)
+    else:
+        b = np.asarray([random_init[n] for n in names])
     buffer = ReplayBuffer(replay_per_task, seed) if method == "replay" else None
     anchors: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
     R = np.zeros((len(tasks), len(tasks)))
     details: dict[str, Any] = {"train": []}
+    key = (seed, tuple(names), dataclasses.replace(cfg, ewc_lambda=0.0, replay_fraction=0.0))  # not used on task 1
     for i, t in enumerate(tasks):
         s = seed * 1000 + i
-        penalty = None
-        heads = [t.name]
-        if lora is not None:
-            lora.new_adapter(s)
-        if buffer is not None:
-            heads += buffer.tasks
-        if anchors:
-            penalty = (lambda: sum(ewc_penalty(model, f, a, cfg.ewc_lambda) for f, a in anchors))  # noqa: E731
+        cached = i == 0 and lora is None and first_task_cache is not None
+        if cached and key in first_task_cache:
+            state, row, info = first_task_cache[key]
+            model.load_state_dict(state)
+            details["train"].append({**info, "reused": True})
+        else:
+            penalty = None
+            heads = [t.name]
+            if lora is not None:
+                lora.new_adapter(s)
+            if buffer is not None:
+                heads += buffer.tasks
+            if anchors:
+                penalty = (lambda: sum(ewc_penalty(model, f, a, cfg.ewc_lambda) for f, a in anchors))  # noqa: E731
 
-        def batches(epoch: int, t=t, s=s):
-            return mixed_batches(t.train, buffer, cfg.batch_size, cfg.replay_fraction, s + 7919 * epoch)
+            def batches(epoch: int, t=t, s=s):
+                return mixed_batches(t.train, buffer, cfg.batch_size, cfg.replay_fraction, s + 7919 * epoch)
 
-        info = train_examples(model, batches, heads, {t.name: t.heldout}, cfg, s, penalty,
-                              lr=cfg.lora_lr if lora is not None else None, pad_id=pad_id)
-        details["train"].append(info)
-        if lora is not None:
-            lora.save(t.name)
+            info = train_examples(model, batches, heads, {t.name: t.heldout}, cfg, s, penalty,
+                                  lr=cfg.lora_lr if lora is not None else None, pad_id=pad_id)
+            details["train"].append(info)
+            if lora is not None:
+                lora.save(t.name)
+            row = score_all(model, tasks, dev, lora)
+            if cached:
+                first_task_cache[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, row, info)
+        R[i] = row
         if buffer is not None:
             buffer.add(t.name, t.train)
         if method == "ewc" and i < len(tasks) - 1:
@@ -551,7 +576,12 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
             fisher = diagonal_fisher(model, eval_batches(sample, cfg.eval_batch_size, pad_id),
                                      lambda m, bt: m.per_example_nll(bt), named)
             anchors.append((fisher, {n: p.detach().clone() for n, p in named.items()}))
-        R[i] = score_all(model, tasks, dev, lora)
+    # the end model on every task's held-out training slice: what a choice between runs (e.g. of λ) may look at
+    held = {t.name: eval_batches(t.heldout, cfg.eval_batch_size, pad_id) for t in tasks}
+    details["heldout_final"] = score_all(model, tasks, held, lora).tolist()
+    if method == "ewc" and anchors:
+        with torch.no_grad():
+            details["ewc_penalty_final"] = float(sum(ewc_penalty(model, f, a, cfg.ewc_lambda) for f, a in anchors))
     if lora is not None:
         details["adapter_params"] = lora.adapter_params()
         details["head_params"] = sum(p.numel() for p in model.heads[names[0]].parameters())
@@ -559,8 +589,17 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
     return SequenceResult(method, tuple(names), seed, R, b, time.perf_counter() - t0, details)
 
 
-def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, seed: int, pad_id: int = 0
-              ) -> SequenceResult:
+def initial_scores(encoder: nn.Module, tasks: Sequence[TaskData], seed: int, cfg: TrainConfig, pad_id: int = 0
+                   ) -> dict[str, float]:
+    """Every task's dev accuracy before any training (``b`` of forward transfer): the pretrained encoder and the
+    freshly initialised heads of ``seed`` (the same in every method and every order)."""
+    model = build_model(encoder, tasks, seed)
+    dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
+    return dict(zip([t.name for t in tasks], score_all(model, tasks, dev).tolist()))
+
+
+def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, seed: int, pad_id: int = 0,
+              random_init: Mapping[str, float] | None = None) -> SequenceResult:
     """Multi-task training on every task at once (the upper bound): the union of the training sets, shuffled,
     the same number of epochs; selection on the mean held-out accuracy over tasks. ``R`` has one row per task,
     all equal (the one model scored once), so its backward transfer is 0 and only its average accuracy means
@@ -570,7 +609,7 @@ def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, s
     if cfg.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad = False
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
-    b = score_all(model, tasks, dev)
+    b = score_all(model, tasks, dev) if random_init is None else np.asarray([random_init[t.name] for t in tasks])
     union = [e for t in tasks for e in t.train]
     info = train_examples(model, lambda ep: mixed_batches(union, None, cfg.batch_size, 0.0, seed * 1000 + 7919 * ep),
                           [t.name for t in tasks], {t.name: t.heldout for t in tasks}, cfg, seed, pad_id=pad_id)

@@ -19,6 +19,7 @@ from lmcourse.continual import (
     collate,
     diagonal_fisher,
     ewc_penalty,
+    initial_scores,
     mixed_batches,
     run_joint,
     run_sequence,
@@ -119,7 +120,8 @@ def test_ewc_penalty_by_hand_and_its_gradient():
     lam = 7.0
     hand = 0.0
     for n, p in model.named_parameters():
-        for fv, pv, av in zip(fisher[n].flatten().tolist(), p.detach().flatten().tolist(), anchor[n].flatten().tolist()):
+        rows = zip(fisher[n].flatten().tolist(), p.detach().flatten().tolist(), anchor[n].flatten().tolist())
+        for fv, pv, av in rows:
             hand += fv * (pv - av) ** 2
     pen = ewc_penalty(model, fisher, anchor, lam)
     assert pen.item() == pytest.approx(0.5 * lam * hand, rel=1e-6)
@@ -238,6 +240,17 @@ def test_run_sequence_every_method(encoder):
     # every method starts from the same model: the same scores before training
     for r in results.values():
         np.testing.assert_array_equal(r.random_init, results["naive"].random_init)
+    # the first stage shared between naive, replay and EWC gives the same numbers as training it again
+    cache: dict = {}
+    for m in ("naive", "ewc", "replay"):
+        again = run_sequence(encoder, tasks, m, CFG, seed=0, replay_per_task=6, first_task_cache=cache,
+                             random_init=initial_scores(encoder, tasks, 0, CFG))
+        np.testing.assert_allclose(again.R, results[m].R, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(again.random_init, results[m].random_init, rtol=0, atol=0)
+    assert len(cache) == 1 and again.details["train"][0].get("reused")
+    # a task's starting head does not depend on the order of the tasks
+    flipped = initial_scores(encoder, tasks[::-1], 0, CFG)
+    assert flipped == initial_scores(encoder, tasks, 0, CFG)
     joint = run_joint(encoder, tasks, CFG, seed=0)
     assert joint.R.shape == (2, 2) and (joint.R[0] == joint.R[1]).all()
     with pytest.raises(UnknownNameError, match="unknown continual method"):
