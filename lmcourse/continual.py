@@ -164,10 +164,17 @@ class MultiTaskClassifier(nn.Module):
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t: nn.Linear(hidden, n) for t, n in tasks.items()})
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def pooled(self, batch: Mapping[str, Any]) -> Tensor:
-        out = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch.get("token_type_ids")).last_hidden_state
-        m = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
+        dev = self.device
+        types = batch.get("token_type_ids")
+        mask = batch["attention_mask"].to(dev)
+        out = self.encoder(input_ids=batch["input_ids"].to(dev), attention_mask=mask,
+                           token_type_ids=None if types is None else types.to(dev)).last_hidden_state
+        m = mask.unsqueeze(-1).to(out.dtype)
         return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def logits(self, batch: Mapping[str, Any], task: str) -> Tensor:
@@ -177,18 +184,20 @@ class MultiTaskClassifier(nn.Module):
     def per_example_nll(self, batch: Mapping[str, Any]) -> Tensor:
         """``-log p(y_n | x_n)`` of each example under its own task's head (shape ``[batch]``)."""
         h = self.pooled(batch)
+        labels = batch["labels"].to(h.device)
         tasks = list(batch["tasks"])
         nll = h.new_zeros(len(tasks))
         for t in dict.fromkeys(tasks):
-            idx = torch.tensor([i for i, s in enumerate(tasks) if s == t])
-            nll = nll.index_put((idx,), F.cross_entropy(self.heads[t](h[idx]), batch["labels"][idx], reduction="none"))
+            idx = torch.tensor([i for i, s in enumerate(tasks) if s == t], device=h.device)
+            nll = nll.index_put((idx,), F.cross_entropy(self.heads[t](h[idx]), labels[idx], reduction="none"))
         return nll
 
     def loss(self, batch: Mapping[str, Any]) -> Tensor:
         return self.per_example_nll(batch).mean()
 
 
-def build_model(encoder: nn.Module, tasks: Sequence[TaskData] | Mapping[str, int], seed: int) -> MultiTaskClassifier:
+def build_model(encoder: nn.Module, tasks: Sequence[TaskData] | Mapping[str, int], seed: int,
+                device: str | torch.device | None = None) -> MultiTaskClassifier:
     """A fresh :class:`MultiTaskClassifier`: a deep copy of ``encoder`` and heads initialised from ``seed`` and
     the task's name, so that a task's starting head is the same whatever the order of the tasks."""
     spec = tasks if isinstance(tasks, Mapping) else {t.name: t.num_labels for t in tasks}
@@ -197,7 +206,7 @@ def build_model(encoder: nn.Module, tasks: Sequence[TaskData] | Mapping[str, int
         for name, head in model.heads.items():
             torch.manual_seed(seed * 100_003 + zlib.crc32(name.encode()) % 100_000)
             head.reset_parameters()
-    return model
+    return model.to(device) if device is not None else model
 
 
 @torch.inference_mode()
@@ -207,7 +216,7 @@ def accuracy(model: MultiTaskClassifier, batches: Iterable[Mapping[str, Any]], t
     model.eval()
     right = total = 0
     for b in batches:
-        right += int((model.logits(b, task).argmax(-1) == b["labels"]).sum())
+        right += int((model.logits(b, task).argmax(-1).cpu() == b["labels"]).sum())
         total += len(b["labels"])
     model.train(was)
     return right / total
@@ -260,8 +269,8 @@ def mixed_batches(current: Sequence[dict[str, Any]], buffer: ReplayBuffer | None
     drawn from ``buffer``.
 
     A batch holds ``k`` replayed and ``batch_size - k`` current examples, with ``k = floor(f B)`` plus one with
-    probability ``f B - floor(f B)``: over many batches the replayed share is exactly ``f`` in expectation. An
-    empty (or missing) buffer gives plain batches."""
+    probability ``f B - floor(f B)``: over many batches the replayed share is exactly ``f`` in expectation (the
+    last, short batch gets the same share of its own size). An empty (or missing) buffer gives plain batches."""
     if not 0.0 <= replay_fraction < 1.0:
         raise ArgumentError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
     if batch_size < 1:
@@ -269,13 +278,16 @@ def mixed_batches(current: Sequence[dict[str, Any]], buffer: ReplayBuffer | None
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(current))
     use_replay = buffer is not None and len(buffer) > 0 and replay_fraction > 0
+
+    def draw(x: float) -> int:  # x rounded down or up, so that its mean is x
+        return math.floor(x) + int(rng.random() < x - math.floor(x))
+
     start = 0
     while start < len(order):
-        k = 0
-        if use_replay:
-            fb = replay_fraction * batch_size
-            k = min(batch_size - 1, math.floor(fb) + int(rng.random() < fb - math.floor(fb)))
+        k = min(batch_size - 1, draw(replay_fraction * batch_size)) if use_replay else 0
         take = order[start:start + batch_size - k]
+        if use_replay and len(take) < batch_size - k:  # the last, short batch: the same share f of replay
+            k = draw(replay_fraction / (1 - replay_fraction) * len(take))
         start += len(take)
         batch = [current[int(i)] for i in take]
         if k:
@@ -505,7 +517,8 @@ def score_all(model: MultiTaskClassifier, tasks: Sequence[TaskData], dev: Mappin
 
 def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg: TrainConfig, seed: int, *,
                  replay_per_task: int = 0, pad_id: int = 0, random_init: Mapping[str, float] | None = None,
-                 first_task_cache: dict | None = None) -> SequenceResult:
+                 first_task_cache: dict | None = None,
+                 device: str | torch.device | None = None) -> SequenceResult:
     """Train ``tasks`` one after another with ``method`` and score every task's dev set after each one.
 
     ``"naive"``: plain sequential fine-tuning (the lower bound); ``"replay"``: a :class:`ReplayBuffer` of
@@ -525,7 +538,7 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
     if len(set(names)) != len(names):
         raise ArgumentError(f"a task appears twice in the order {names}")
     t0 = time.perf_counter()
-    model = build_model(encoder, tasks, seed)
+    model = build_model(encoder, tasks, seed, device)
     if cfg.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad = False
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
@@ -589,23 +602,24 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
     return SequenceResult(method, tuple(names), seed, R, b, time.perf_counter() - t0, details)
 
 
-def initial_scores(encoder: nn.Module, tasks: Sequence[TaskData], seed: int, cfg: TrainConfig, pad_id: int = 0
-                   ) -> dict[str, float]:
+def initial_scores(encoder: nn.Module, tasks: Sequence[TaskData], seed: int, cfg: TrainConfig, pad_id: int = 0,
+                   device: str | torch.device | None = None) -> dict[str, float]:
     """Every task's dev accuracy before any training (``b`` of forward transfer): the pretrained encoder and the
     freshly initialised heads of ``seed`` (the same in every method and every order)."""
-    model = build_model(encoder, tasks, seed)
+    model = build_model(encoder, tasks, seed, device)
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
     return dict(zip([t.name for t in tasks], score_all(model, tasks, dev).tolist()))
 
 
 def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, seed: int, pad_id: int = 0,
-              random_init: Mapping[str, float] | None = None) -> SequenceResult:
+              random_init: Mapping[str, float] | None = None, device: str | torch.device | None = None
+              ) -> SequenceResult:
     """Multi-task training on every task at once (the upper bound): the union of the training sets, shuffled,
     the same number of epochs; selection on the mean held-out accuracy over tasks. ``R`` has one row per task,
     all equal (the one model scored once), so its backward transfer is 0 and only its average accuracy means
     something."""
     t0 = time.perf_counter()
-    model = build_model(encoder, tasks, seed)
+    model = build_model(encoder, tasks, seed, device)
     if cfg.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad = False
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}

@@ -167,6 +167,9 @@ def test_mixed_batches_replayed_share_and_split(fraction):
     assert abs(len(replayed) / len(flat) - fraction) < 0.01
     for t in ("a", "b", "c"):
         assert abs(np.mean([e["task"] == t for e in replayed]) - 1 / 3) < 0.03
+    # a pass over few examples (many short last batches) keeps the share too
+    short = [e for s in range(400) for b in mixed_batches(current[:20], buf, 16, fraction, s) for e in b]
+    assert abs(np.mean([e["task"] != "cur" for e in short]) - fraction) < 0.01
     plain = list(mixed_batches(current[:40], ReplayBuffer(5), 16, fraction, 0))
     assert [len(b) for b in plain] == [16, 16, 8]  # an empty buffer: plain batches
     with pytest.raises(ArgumentError, match="replay_fraction"):
