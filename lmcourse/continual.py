@@ -209,14 +209,22 @@ def build_model(encoder: nn.Module, tasks: Sequence[TaskData] | Mapping[str, int
     return model.to(device) if device is not None else model
 
 
+def _autocast(model: nn.Module, bf16: bool):
+    """bfloat16 autocast on the model's device (about twice as fast on a CPU with AVX-512 bf16), or nothing."""
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bool(bf16))
+
+
 @torch.inference_mode()
-def accuracy(model: MultiTaskClassifier, batches: Iterable[Mapping[str, Any]], task: str) -> float:
-    """Accuracy of ``task``'s head on collated batches (eval mode: no dropout)."""
+def accuracy(model: MultiTaskClassifier, batches: Iterable[Mapping[str, Any]], task: str, bf16: bool = False
+             ) -> float:
+    """Accuracy of ``task``'s head on collated batches (eval mode: no dropout; ``bf16``: under autocast)."""
     was = model.training
     model.eval()
     right = total = 0
     for b in batches:
-        right += int((model.logits(b, task).argmax(-1).cpu() == b["labels"]).sum())
+        with _autocast(model, bf16):
+            pred = model.logits(b, task).argmax(-1).cpu()
+        right += int((pred == b["labels"]).sum())
         total += len(b["labels"])
     model.train(was)
     return right / total
@@ -430,6 +438,7 @@ class TrainConfig:
     lora_alpha: float = 16
     lora_lr: float = 5e-4
     freeze_embeddings: bool = True  # the word-embedding matrix (half of MiniLM's weights) stays fixed
+    bf16: bool = False  # forward passes under bfloat16 autocast (the run context's ``ctx.bf16``)
 
 
 def _trainable(model: MultiTaskClassifier, heads: Iterable[str]) -> tuple[list[Tensor], list[Tensor]]:
@@ -463,7 +472,8 @@ def train_examples(model: MultiTaskClassifier, batches: Callable[[int], Iterable
         torch.manual_seed(seed)  # dropout masks
         for ep in epochs:
             for examples in ep:
-                loss = model.loss(collate(examples, pad_id))
+                with _autocast(model, cfg.bf16):
+                    loss = model.loss(collate(examples, pad_id))
                 if penalty is not None:
                     loss = loss + penalty()
                 opt.zero_grad(set_to_none=True)
@@ -472,7 +482,7 @@ def train_examples(model: MultiTaskClassifier, batches: Callable[[int], Iterable
                 opt.step()
                 step += 1
                 if step in at:
-                    score = float(np.mean([accuracy(model, b, t) for t, b in sel.items()]))
+                    score = float(np.mean([accuracy(model, b, t, cfg.bf16) for t, b in sel.items()]))
                     history.append({"step": step, "selection_accuracy": score})
                     if best is None or score > best[0]:
                         best = (score, step, {id(p): p.detach().clone() for p in params})
@@ -505,13 +515,13 @@ class SequenceResult:
 
 
 def score_all(model: MultiTaskClassifier, tasks: Sequence[TaskData], dev: Mapping[str, list[dict]],
-              lora: LoRAPerTask | None = None) -> np.ndarray:
+              lora: LoRAPerTask | None = None, bf16: bool = False) -> np.ndarray:
     """Dev accuracy of every task (with its own adapter when ``lora`` is given)."""
     out = []
     for t in tasks:
         if lora is not None:
             lora.activate(t.name)
-        out.append(accuracy(model, dev[t.name], t.name))
+        out.append(accuracy(model, dev[t.name], t.name, bf16))
     return np.asarray(out)
 
 
@@ -544,7 +554,7 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
     lora = LoRAPerTask(model, cfg.lora_r, cfg.lora_alpha) if method == "lora" else None
     if random_init is None:
-        b = score_all(model, tasks, dev, None)
+        b = score_all(model, tasks, dev, None, cfg.bf16)
     else:
         b = np.asarray([random_init[n] for n in names])
     buffer = ReplayBuffer(replay_per_task, seed) if method == "replay" else None
@@ -577,7 +587,7 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
             details["train"].append(info)
             if lora is not None:
                 lora.save(t.name)
-            row = score_all(model, tasks, dev, lora)
+            row = score_all(model, tasks, dev, lora, cfg.bf16)
             if cached:
                 first_task_cache[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, row, info)
         R[i] = row
@@ -591,7 +601,7 @@ def run_sequence(encoder: nn.Module, tasks: Sequence[TaskData], method: str, cfg
             anchors.append((fisher, {n: p.detach().clone() for n, p in named.items()}))
     # the end model on every task's held-out training slice: what a choice between runs (e.g. of λ) may look at
     held = {t.name: eval_batches(t.heldout, cfg.eval_batch_size, pad_id) for t in tasks}
-    details["heldout_final"] = score_all(model, tasks, held, lora).tolist()
+    details["heldout_final"] = score_all(model, tasks, held, lora, cfg.bf16).tolist()
     if method == "ewc" and anchors:
         with torch.no_grad():
             details["ewc_penalty_final"] = float(sum(ewc_penalty(model, f, a, cfg.ewc_lambda) for f, a in anchors))
@@ -608,7 +618,7 @@ def initial_scores(encoder: nn.Module, tasks: Sequence[TaskData], seed: int, cfg
     freshly initialised heads of ``seed`` (the same in every method and every order)."""
     model = build_model(encoder, tasks, seed, device)
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
-    return dict(zip([t.name for t in tasks], score_all(model, tasks, dev).tolist()))
+    return dict(zip([t.name for t in tasks], score_all(model, tasks, dev, None, cfg.bf16).tolist()))
 
 
 def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, seed: int, pad_id: int = 0,
@@ -623,11 +633,14 @@ def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, s
     if cfg.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad = False
     dev = {t.name: eval_batches(t.dev, cfg.eval_batch_size, pad_id) for t in tasks}
-    b = score_all(model, tasks, dev) if random_init is None else np.asarray([random_init[t.name] for t in tasks])
+    if random_init is None:
+        b = score_all(model, tasks, dev, None, cfg.bf16)
+    else:
+        b = np.asarray([random_init[t.name] for t in tasks])
     union = [e for t in tasks for e in t.train]
     info = train_examples(model, lambda ep: mixed_batches(union, None, cfg.batch_size, 0.0, seed * 1000 + 7919 * ep),
                           [t.name for t in tasks], {t.name: t.heldout for t in tasks}, cfg, seed, pad_id=pad_id)
-    final = score_all(model, tasks, dev)
+    final = score_all(model, tasks, dev, None, cfg.bf16)
     R = np.tile(final, (len(tasks), 1))
     return SequenceResult("joint", tuple(t.name for t in tasks), seed, R, b, time.perf_counter() - t0,
                           {"train": [info]})

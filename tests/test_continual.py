@@ -4,6 +4,8 @@ LoRA-per-task path leaving earlier tasks' outputs exactly unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -240,6 +242,8 @@ def test_run_sequence_every_method(encoder):
         assert set(r.metrics) == {"average_accuracy", "backward_transfer", "forward_transfer"}
     lora = results["lora"]
     assert lora.R[1, 0] == lora.R[0, 0] and lora.metrics["backward_transfer"] == 0.0
+    bf16 = run_sequence(encoder, tasks, "lora", dataclasses.replace(CFG, bf16=True), seed=0)  # under autocast too
+    assert bf16.R[1, 0] == bf16.R[0, 0]
     # every method starts from the same model: the same scores before training
     for r in results.values():
         np.testing.assert_array_equal(r.random_init, results["naive"].random_init)
