@@ -234,9 +234,9 @@ PROFILES: dict[str, Profile] = {
         # notebook 12: interpretability
         interpretability={"task": "sst2"},
         # notebook 13: continual learning
-        # about 20 minutes on 2 cores: 3 short tasks, 128 examples each, 3 seeds x 2 orders of every method
+        # about 20 minutes on 2 cores: 3 short tasks, 256 examples each, 3 seeds x 2 orders of every method
         continual={"tasks": ("sst2", "mrpc", "cola"), "orders": (("sst2", "mrpc", "cola"), ("cola", "sst2", "mrpc")),
-                   "seeds": (0, 1, 2), "n_train": 128, "n_heldout": 32, "n_dev": 96, "max_length": 48,
+                   "seeds": (0, 1, 2), "n_train": 256, "n_heldout": 32, "n_dev": 128, "max_length": 48,
                    "batch_size": 16, "epochs": 1, "lr": 3e-4, "head_lr": 2e-3, "checks": 2, "eval_batch_size": 64,
                    "replay_per_task": 32, "replay_sizes": (8, 32), "replay_fraction": 0.25,
                    "ewc_lambdas": (1e5, 1e6), "fisher_samples": 32, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
