@@ -6,7 +6,7 @@ A model fine-tuned on task 1 and then on task 2 usually gets worse at task 1: *c
 
 - :func:`transfer_metrics`: from the accuracy matrix ``R[i, j]`` (score on task ``j`` after training task
   ``i``), average accuracy, backward transfer (negative: forgetting) and forward transfer (Lopez-Paz &
-  Ranzato 2017, "Gradient Episodic Memory", §2);
+  Ranzato 2017, "Gradient Episodic Memory for Continual Learning");
 - :class:`ReplayBuffer` + :func:`mixed_batches`: experience replay, a few stored examples of earlier tasks
   mixed into every batch of the later ones;
 - :func:`diagonal_fisher` + :func:`ewc_penalty`: elastic weight consolidation (Kirkpatrick et al. 2017), a
