@@ -289,3 +289,27 @@ def test_per_example_nll_routes_each_example_to_its_head(encoder):
         la = F.cross_entropy(model.logits(mixed, "a")[:3], mixed["labels"][:3], reduction="none")
         lb = F.cross_entropy(model.logits(mixed, "b")[3:], mixed["labels"][3:], reduction="none")
     torch.testing.assert_close(nll, torch.cat([la, lb]))
+
+
+def test_load_task_data_splits_train_and_keeps_dev_fixed(tiny_bert, data_dir):
+    from transformers import AutoTokenizer
+
+    from lmcourse.continual import load_task_data
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    a = load_task_data("rte", tok, n_train=20, n_heldout=8, n_dev=10, max_length=32, seed=0)
+    b = load_task_data("rte", tok, n_train=20, n_heldout=8, n_dev=10, max_length=32, seed=1)
+    assert (len(a.train), len(a.heldout), len(a.dev)) == (20, 8, 10) and a.num_labels == 2
+    key = lambda e: tuple(e["input_ids"])  # noqa: E731
+    assert not {key(e) for e in a.train} & {key(e) for e in a.heldout}  # selection data is not trained on
+    assert [key(e) for e in a.dev] == [key(e) for e in b.dev]  # the reported dev subset is the same for every seed
+    assert [key(e) for e in a.train] != [key(e) for e in b.train]
+    assert all(len(e["input_ids"]) <= 32 and e["task"] == "rte" for e in a.train)
+    assert any(1 in e["token_type_ids"] for e in a.train)  # a sentence pair
+    assert 0.0 <= a.majority_dev <= 1.0
+    with pytest.raises(ArgumentError, match="regression"):
+        load_task_data("stsb", tok, n_train=10, n_heldout=4, n_dev=4, max_length=32)
+    with pytest.raises(ArgumentError, match="n_heldout"):
+        load_task_data("rte", tok, n_train=10, n_heldout=0, n_dev=4, max_length=32)
+    with pytest.raises(ArgumentError, match="too few"):
+        load_task_data("rte", tok, n_train=10**6, n_heldout=4, n_dev=4, max_length=32)
