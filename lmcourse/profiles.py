@@ -152,7 +152,11 @@ PROFILES: dict[str, Profile] = {
         # notebook 12: interpretability
         interpretability={"task": "sst2"},
         # notebook 13: continual learning
-        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
+        continual={"tasks": ("sst2", "mrpc"), "orders": (("sst2", "mrpc"),), "seeds": (0,),
+                   "n_train": 16, "n_heldout": 8, "n_dev": 16, "max_length": 32, "batch_size": 8, "epochs": 1,
+                   "lr": 3e-4, "head_lr": 2e-3, "checks": 1, "eval_batch_size": 32,
+                   "replay_per_task": 4, "replay_sizes": (4,), "replay_fraction": 0.25,
+                   "ewc_lambdas": (1e5, 1e6), "fisher_samples": 4, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
     ),
     "cpu": Profile(
         name="cpu",
@@ -239,7 +243,12 @@ PROFILES: dict[str, Profile] = {
         # notebook 12: interpretability
         interpretability={"task": "sst2"},
         # notebook 13: continual learning
-        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
+        # about 20 minutes on 2 cores: 3 short tasks, 256 examples each, 3 seeds x 2 orders of every method
+        continual={"tasks": ("sst2", "mrpc", "cola"), "orders": (("sst2", "mrpc", "cola"), ("cola", "sst2", "mrpc")),
+                   "seeds": (0, 1, 2), "n_train": 256, "n_heldout": 32, "n_dev": 128, "max_length": 48,
+                   "batch_size": 16, "epochs": 1, "lr": 3e-4, "head_lr": 2e-3, "checks": 2, "eval_batch_size": 64,
+                   "replay_per_task": 32, "replay_sizes": (8, 32), "replay_fraction": 0.25,
+                   "ewc_lambdas": (1e5, 1e6), "fisher_samples": 32, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
     ),
     "gpu": Profile(
         name="gpu",
@@ -311,7 +320,14 @@ PROFILES: dict[str, Profile] = {
         # notebook 12: interpretability
         interpretability={"task": "sst2"},
         # notebook 13: continual learning
-        continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
+        # one GPU-hour: 4 tasks (RTE too), 2000 examples each, the whole dev sets, 3 seeds x 2 orders
+        continual={"tasks": ("sst2", "mrpc", "rte", "cola"),
+                   "orders": (("sst2", "mrpc", "rte", "cola"), ("cola", "rte", "mrpc", "sst2")),
+                   "seeds": (0, 1, 2), "n_train": 2000, "n_heldout": 200, "n_dev": None, "max_length": 128,
+                   "batch_size": 32, "epochs": 2, "lr": 5e-5, "head_lr": 1e-3, "checks": 4, "eval_batch_size": 256,
+                   "replay_per_task": 200, "replay_sizes": (20, 50, 200, 500), "replay_fraction": 0.25,
+                   "ewc_lambdas": (1e4, 1e5, 1e6, 1e7), "fisher_samples": 500, "lora_r": 8, "lora_alpha": 16,
+                   "lora_lr": 5e-4},
     ),
 }
 
