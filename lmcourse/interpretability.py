@@ -99,7 +99,7 @@ def predict_proba(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     with torch.inference_mode():
         for s in range(0, len(ids), batch_size):
             out.append(model(input_ids=ids[s:s + batch_size], attention_mask=mask[s:s + batch_size]
-                             ).logits.float().softmax(-1).numpy())
+                             ).logits.softmax(-1).numpy())
     return np.concatenate(out)
 
 
@@ -462,7 +462,8 @@ def shap_attributions(model: nn.Module, tokenizer, texts: Sequence[str], targets
                       max_evals: int = 200, max_length: int = 64, batch_size: int = 64, seed: int = 0
                       ) -> list[np.ndarray]:
     """SHAP values (shap's Partition explainer, ``shap.maskers.Text`` on the model's tokenizer), one array per
-    text aligned with ``tokenizer(text)["input_ids"]`` (special tokens included, score 0).
+    text aligned with ``tokenizer(text)["input_ids"]`` (special tokens included; the values sum to
+    ``f(text) − f(every token masked)``, SHAP's efficiency property).
 
     The masker replaces hidden tokens by ``[MASK]`` and explores a hierarchy of token groups; ``max_evals``
     bounds the model calls per sentence, which is what makes SHAP the expensive method."""
@@ -485,10 +486,7 @@ def shap_attributions(model: nn.Module, tokenizer, texts: Sequence[str], targets
             raise ArgumentError(f"SHAP split text {i} into {values.shape[0]} tokens, the tokenizer into {len(ids)}; "
                                 "texts longer than max_length cannot be aligned")
         t = int(proba([text]).argmax(-1)[0]) if targets is None else int(targets[i])
-        v = values[:, t].astype(np.float64)
-        special = np.isin(ids, tokenizer.all_special_ids)
-        v[special] = 0.0
-        out.append(v)
+        out.append(values[:, t].astype(np.float64))
     return out
 
 
