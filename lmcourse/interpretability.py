@@ -103,6 +103,14 @@ def predict_proba(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     return np.concatenate(out)
 
 
+def captum_forward(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(input_ids, attention_mask) -> class probabilities``: the forward function captum's attribution
+    classes call (with ``additional_forward_args=(attention_mask,)`` and ``target=class``)."""
+    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits.softmax(-1)
+    return forward
+
+
 def encode(tokenizer, texts: Sequence[str], max_length: int = 64) -> list[dict[str, torch.Tensor]]:
     """One ``{"input_ids", "attention_mask"}`` of shape ``(1, T)`` per text, without padding."""
     return [{k: v for k, v in tokenizer(t, truncation=True, max_length=max_length, return_tensors="pt").items()

@@ -33,12 +33,6 @@ def _one(tokenizer, text=SENTENCES[0]):
     return enc["input_ids"], enc["attention_mask"]
 
 
-def _captum_forward(model):
-    def forward(input_ids, attention_mask):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits.softmax(-1)
-    return forward
-
-
 # ------------------------------------------------------------------------------------------ gradients
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle", "riemann_left", "riemann_right"])
 def test_integrated_gradients_equals_captum(tiny_classifier, method):
@@ -50,7 +44,7 @@ def test_integrated_gradients_equals_captum(tiny_classifier, method):
     base = ip.reference_ids(ids, tok)
     target = torch.tensor([1, 0])
     ours = ip.integrated_gradients(model, ids, mask, target, base, steps=16, method=method)
-    lig = LayerIntegratedGradients(_captum_forward(model), model.get_input_embeddings())
+    lig = LayerIntegratedGradients(ip.captum_forward(model), model.get_input_embeddings())
     ref = lig.attribute(ids, baselines=base, additional_forward_args=(mask,), target=target, n_steps=16,
                         method=method).sum(-1) * mask
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8)
@@ -63,7 +57,7 @@ def test_default_baseline_is_captums_default(tiny_classifier):
     model, tok = tiny_classifier
     ids, mask = _one(tok)
     ours = ip.integrated_gradients(model, ids, mask, 1, steps=8)
-    ref = LayerIntegratedGradients(_captum_forward(model), model.get_input_embeddings()).attribute(
+    ref = LayerIntegratedGradients(ip.captum_forward(model), model.get_input_embeddings()).attribute(
         ids, additional_forward_args=(mask,), target=1, n_steps=8).sum(-1)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8)
 
@@ -75,7 +69,7 @@ def test_gradient_x_input_equals_captum(tiny_classifier):
     enc = tok(SENTENCES, padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     ours = ip.gradient_x_input(model, ids, mask, torch.tensor([0, 1]))
-    ref = LayerGradientXActivation(_captum_forward(model), model.get_input_embeddings()).attribute(
+    ref = LayerGradientXActivation(ip.captum_forward(model), model.get_input_embeddings()).attribute(
         ids, additional_forward_args=(mask,), target=torch.tensor([0, 1])).sum(-1) * mask
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
 
