@@ -603,16 +603,37 @@ def _colour(score: float, scale: float) -> tuple[float, float, float, float]:
     return (0.84, 0.15, 0.16, abs(v)) if v >= 0 else (0.12, 0.47, 0.71, abs(v))
 
 
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>")
+
+
 def _prepare(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[str], np.ndarray, float]:
-    s = np.asarray(scores, dtype=np.float64).flatten()
+    """Tokens, scores with special tokens set to 0 (they are never deleted either, and attention's large
+    ``[CLS]``/``[SEP]`` share would wash out every word), and the colour scale max |score|."""
+    s = np.asarray(scores, dtype=np.float64).flatten().copy()
     if len(tokens) != len(s):
         raise ArgumentError(f"{len(tokens)} tokens and {len(s)} scores: one score per token is needed")
+    s[[t in SPECIAL_TOKENS for t in tokens]] = 0.0
     scale = float(np.abs(s).max()) if len(s) else 0.0
     return list(tokens), s, scale
 
 
+def _lines(tokens: Sequence[str], width: int) -> list[list[int]]:
+    """Token indices per line when wrapped at ``width`` characters."""
+    lines: list[list[int]] = [[]]
+    x = 0
+    for i, tok in enumerate(tokens):
+        w = len(tok) + 1
+        if x + w > width and x > 0:
+            lines.append([])
+            x = 0
+        lines[-1].append(i)
+        x += w
+    return lines
+
+
 def render_token_heatmap(tokens: Sequence[str], scores: Sequence[float], title: str | None = None) -> str:
-    """Tokens as HTML spans coloured by score (red +, blue −, opacity ∝ |score| / max |score|)."""
+    """Tokens as HTML spans coloured by score (red +, blue −, opacity ∝ |score| / max |score|; special tokens
+    uncoloured)."""
     toks, s, scale = _prepare(tokens, scores)
     spans = []
     for tok, v in zip(toks, s):
@@ -637,16 +658,15 @@ def plot_token_heatmap(ax, tokens: Sequence[str], scores: Sequence[float], title
     """The matplotlib version of :func:`render_token_heatmap`: coloured text boxes, wrapped at ``width`` chars."""
     toks, s, scale = _prepare(tokens, scores)
     ax.set_axis_off()
+    lines = _lines(toks, width)
+    for row, line in enumerate(lines):
+        x = 0
+        for i in line:
+            ax.text(x, -row, toks[i], fontsize=9, family="monospace", va="center",
+                    bbox={"facecolor": _colour(s[i], scale), "edgecolor": "none", "pad": 1.5})
+            x += len(toks[i]) + 1
     ax.set_xlim(0, width)
-    x, y = 0.0, 0.0
-    for tok, v in zip(toks, s):
-        w = len(tok) + 1
-        if x + w > width and x > 0:
-            x, y = 0.0, y - 1.0
-        ax.text(x, y, tok, fontsize=9, family="monospace", va="center",
-                bbox={"facecolor": _colour(v, scale), "edgecolor": "none", "pad": 1.5})
-        x += w
-    ax.set_ylim(y - 0.8, 0.8)
+    ax.set_ylim(-len(lines) + 0.4, 0.6)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
 
@@ -659,7 +679,10 @@ def plot_token_heatmaps(rows: Sequence[tuple[str, Sequence[str], Sequence[float]
     if not rows:
         raise ArgumentError("plot_token_heatmaps got no rows")
     n_rows = math.ceil(len(rows) / columns)
-    fig, axes = plt.subplots(n_rows, columns, figsize=(6.5 * columns, 0.9 * n_rows + 0.3), squeeze=False)
+    heights = [max(len(_lines(list(r[1]), width)) for r in rows[k * columns:(k + 1) * columns]) + 1.2
+               for k in range(n_rows)]
+    fig, axes = plt.subplots(n_rows, columns, figsize=(0.11 * width * columns, 0.24 * sum(heights)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (title, toks, s) in zip(axes.flat, rows):
         plot_token_heatmap(ax, toks, s, title, width)
     for ax in list(axes.flat)[len(rows):]:

@@ -288,9 +288,10 @@ def test_hidden_states_shape(tiny_classifier):
 
 # ------------------------------------------------------------------------------------------ pictures
 def test_heatmaps(tmp_path):
-    page = ip.render_token_heatmap(["[CLS]", "<b>", "good"], [0.0, -0.5, 1.0], title="t")
+    page = ip.render_token_heatmap(["[CLS]", "<b>", "good"], [5.0, -0.5, 1.0], title="t")
     assert page.count("<span") == 3 and "&lt;b&gt;" in page and "rgba(214,38,40,1.00)" in page
     assert "rgba(30,119,181,0.50)" in page  # negative half of the max: blue at half opacity
+    assert "rgba(214,38,40,0.00)" in page  # [CLS] is left out of the colour scale and uncoloured
     both = ip.side_by_side_html([page, page], ["most", "least"])
     assert both.count("<td") == 2
     fig = ip.plot_token_heatmaps([("a", ["x", "y"], [1.0, -1.0])] * 3, columns=2, path=tmp_path / "h.png")
