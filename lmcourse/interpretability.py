@@ -386,7 +386,7 @@ def faithfulness(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
                  ) -> dict[str, dict[str, Any]]:
     """Deletion and insertion curves and their AOPC for several rankings of one sentence.
 
-    All rows of all methods go through the model in shared batches; returns
+    All rows of all methods go through the model in shared batches, each distinct row once; returns
     ``{method: {"deletion": curve, "insertion": curve, "deletion_aopc": ..., "insertion_aopc": ...}}``."""
     _check_eval(model)
     ids, mask = _as_batch(input_ids, attention_mask)
@@ -398,7 +398,8 @@ def faithfulness(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
             blocks.append(perturbed_inputs(ids, mask, s, kind, replace_id, protected, points))
             names.append((name, kind))
     rows = torch.cat(blocks)
-    probs = predict_proba(model, rows, mask.expand(len(rows), -1), batch_size)[:, int(target)]
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)  # the end points are shared by every method
+    probs = predict_proba(model, unique, mask.expand(len(unique), -1), batch_size)[inverse.numpy(), int(target)]
     out: dict[str, dict[str, Any]] = {}
     start = 0
     for (name, kind), block in zip(names, blocks):
