@@ -232,11 +232,11 @@ PROFILES: dict[str, Profile] = {
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
         # notebook 12: interpretability
-        interpretability={"task": "sst2", "train": 5000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
+        interpretability={"task": "sst2", "train": 8000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
                           "sentences": 250,
-                          "ig_steps": 16, "gap_steps": (2, 4, 8, 16, 32, 64), "gap_sentences": 4, "curve_points": 9,
-                          "random_seeds": (0, 1, 2), "shap_sentences": 40, "shap_max_evals": 100,
-                          "probe_train": 2000, "probe_test": 800, "probe_word": "the", "probe_pooling": "mean",
+                          "ig_steps": 24, "gap_steps": (2, 4, 8, 16, 24, 32, 64), "gap_sentences": 3,
+                          "curve_points": 7, "random_seeds": (0, 1, 2), "shap_sentences": 40, "shap_max_evals": 100,
+                          "probe_train": 1500, "probe_test": 600, "probe_word": "the", "probe_pooling": "mean",
                           "bootstrap": 2000},
         # notebook 13: continual learning
         continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
