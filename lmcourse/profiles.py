@@ -148,8 +148,8 @@ PROFILES: dict[str, Profile] = {
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 192, "epochs": 1, "lr": 1e-4, "max_length": 64, "eval": 96,
                           "sentences": 6,
-                          "ig_steps": 8, "gap_steps": (2, 4, 8, 16), "gap_sentences": 2, "curve_points": 5,
-                          "random_seeds": (0, 1, 2), "shap_sentences": 3, "shap_max_evals": 40, "probe_train": 96,
+                          "ig_steps": 8, "gap_steps": (2, 4, 8, 16), "gap_sentences": 1, "curve_points": 5,
+                          "random_seeds": (0, 1, 2), "shap_sentences": 2, "shap_max_evals": 32, "probe_train": 96,
                           "probe_test": 64, "probe_word": "the", "probe_pooling": "mean", "bootstrap": 500},
         # notebook 13: continual learning
         continual={"tasks": ("sst2", "mrpc", "rte", "cola")},
