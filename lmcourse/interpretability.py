@@ -583,18 +583,32 @@ def layer_probe(train_X: np.ndarray, train_y: Sequence[int], test_X: np.ndarray,
 
 
 def probe_selectivity(train_X: np.ndarray, train_y: Sequence[int], test_X: np.ndarray, test_y: Sequence[int],
-                      train_types: Sequence[Any], test_types: Sequence[Any], seed: int = 0, C: float = 1.0
-                      ) -> dict[str, np.ndarray]:
+                      train_types: Sequence[Any], test_types: Sequence[Any], seeds: int | Sequence[int] = 0,
+                      C: float = 1.0) -> dict[str, np.ndarray]:
     """Task accuracy, control accuracy and selectivity = task − control, per layer (Hewitt & Liang 2019).
 
     The control labels come from :func:`control_labels` over the train and test types together, so a type
-    seen in training keeps its label at test time, and follow the task's label distribution."""
+    seen in training keeps its label at test time, and follow the task's label distribution. One control
+    task per seed in ``seeds``: ``control``/``selectivity`` are means over them, ``*_std`` the sample std
+    (``nan`` for one seed), ``control_runs`` every seed's accuracies (seeds, layers)."""
+    seed_list = [int(seeds)] if isinstance(seeds, int | np.integer) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ArgumentError("probe_selectivity needs at least one control seed")
     types = list(train_types) + list(test_types)
-    control = control_labels(types, np.concatenate([np.asarray(train_y), np.asarray(test_y)]), seed)
-    ctr, cte = control[:len(train_types)], control[len(train_types):]
+    if len(types) != len(train_y) + len(test_y):
+        raise ArgumentError(f"{len(types)} types for {len(train_y) + len(test_y)} examples: one type per example")
+    labels = np.concatenate([np.asarray(train_y), np.asarray(test_y)])
     task = layer_probe(train_X, train_y, test_X, test_y, C)
-    ctrl = layer_probe(train_X, ctr, test_X, cte, C)
-    return {"task": task, "control": ctrl, "selectivity": task - ctrl}
+    runs = []
+    for seed in seed_list:
+        control = control_labels(types, labels, seed)
+        ctr, cte = control[:len(train_types)], control[len(train_types):]
+        runs.append(layer_probe(train_X, ctr, test_X, cte, C))
+    runs_arr = np.array(runs)
+    std = runs_arr.std(0, ddof=1) if len(runs) > 1 else np.full(len(task), np.nan)
+    ctrl = runs_arr.mean(0)
+    return {"task": task, "control": ctrl, "control_std": std, "selectivity": task - ctrl,
+            "selectivity_std": std, "control_runs": runs_arr}
 
 
 # ------------------------------------------------------------------------------------------ pictures

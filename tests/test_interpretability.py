@@ -262,6 +262,11 @@ def test_probe_finds_the_layer_that_holds_the_label_and_control_is_lower():
     assert res["selectivity"][1] > 0.3
     np.testing.assert_allclose(res["selectivity"], res["task"] - res["control"])
     assert res["control"][2] > res["control"][0]  # a control is learnable where the type is encoded
+    many = ip.probe_selectivity(X[:, :300], y[:300], X[:, 300:], y[300:], types_[:300], types_[300:], seeds=(0, 1, 2))
+    assert many["control_runs"].shape == (3, 3)
+    np.testing.assert_allclose(many["control_runs"][0], res["control"])  # seed 0 is the single-seed control
+    np.testing.assert_allclose(many["control_std"], many["control_runs"].std(0, ddof=1))
+    assert (many["control_std"] > 0).any() and np.isnan(res["control_std"]).all()
 
 
 def test_control_labels_are_fixed_per_type_and_follow_the_label_distribution():
