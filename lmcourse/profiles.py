@@ -150,7 +150,11 @@ PROFILES: dict[str, Profile] = {
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
                      "timing_length": 32, "timing_repeats": 3},
         # notebook 12: interpretability
-        interpretability={"task": "sst2"},
+        interpretability={"task": "sst2", "train": 192, "epochs": 1, "lr": 1e-4, "max_length": 64, "eval": 96,
+                          "sentences": 6,
+                          "ig_steps": 8, "gap_steps": (2, 4, 8, 16), "gap_sentences": 1, "curve_points": 5,
+                          "random_seeds": (0, 1, 2), "shap_sentences": 2, "shap_max_evals": 32, "probe_train": 96,
+                          "probe_test": 64, "probe_word": "the", "probe_pooling": "mean", "bootstrap": 500},
         # notebook 13: continual learning
         continual={"tasks": ("sst2", "mrpc"), "orders": (("sst2", "mrpc"),), "seeds": (0,),
                    "n_train": 16, "n_heldout": 8, "n_dev": 16, "max_length": 32, "batch_size": 8, "epochs": 1,
@@ -241,7 +245,12 @@ PROFILES: dict[str, Profile] = {
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
         # notebook 12: interpretability
-        interpretability={"task": "sst2"},
+        interpretability={"task": "sst2", "train": 8000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
+                          "sentences": 250,
+                          "ig_steps": 24, "gap_steps": (2, 4, 8, 16, 24, 32, 64), "gap_sentences": 3,
+                          "curve_points": 7, "random_seeds": (0, 1, 2), "shap_sentences": 40, "shap_max_evals": 100,
+                          "probe_train": 1500, "probe_test": 600, "probe_word": "the", "probe_pooling": "mean",
+                          "bootstrap": 2000},
         # notebook 13: continual learning
         # about 20 minutes on 2 cores: 3 short tasks, 256 examples each, 3 seeds x 2 orders of every method
         continual={"tasks": ("sst2", "mrpc", "cola"), "orders": (("sst2", "mrpc", "cola"), ("cola", "sst2", "mrpc")),
@@ -318,7 +327,12 @@ PROFILES: dict[str, Profile] = {
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
                      "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30},
         # notebook 12: interpretability
-        interpretability={"task": "sst2"},
+        interpretability={"task": "sst2", "train": None, "epochs": 2, "lr": 3e-5, "max_length": 128, "eval": None,
+                          "sentences": 872,
+                          "ig_steps": 50, "gap_steps": (2, 4, 8, 16, 32, 64, 128, 256), "gap_sentences": 32,
+                          "curve_points": 21, "random_seeds": (0, 1, 2, 3, 4), "shap_sentences": 300,
+                          "shap_max_evals": 500, "probe_train": 20000, "probe_test": 5000, "probe_word": "the",
+                          "probe_pooling": "mean", "bootstrap": 5000},
         # notebook 13: continual learning
         # one GPU-hour: 4 tasks (RTE too), 2000 examples each, the whole dev sets, 3 seeds x 2 orders
         continual={"tasks": ("sst2", "mrpc", "rte", "cola"),
