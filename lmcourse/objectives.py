@@ -195,7 +195,8 @@ def predict(model: PooledClassifier, rows: Sequence[Sequence[int]], pad_id: int,
     for start in range(0, len(rows), batch_size):
         idx = order[start:start + batch_size]
         ids, mask = _padded([rows[i] for i in idx], pad_id, ctx.device)
-        preds[idx] = model(ids, mask)[1].argmax(-1).cpu().numpy()
+        with ctx.autocast():
+            preds[idx] = model(ids, mask)[1].argmax(-1).cpu().numpy()
     model.train()
     return preds
 
@@ -208,7 +209,8 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
 
     A seeded ``selection_fraction`` of the *training* examples is held out; the checkpoint with the best GLUE
     score on it among ``evals`` evenly spaced evaluations is the one scored on the dev texts, which never
-    choose anything. Returns ``{"score", "selection_score", "best_step"}`` (GLUE main metric of ``task``)."""
+    choose anything. Forward passes run under the context's bf16 autocast policy (``ctx.autocast()``).
+    Returns ``{"score", "selection_score", "best_step"}`` (GLUE main metric of ``task``)."""
     from lmcourse.finetuning.trainer import task_metrics
 
     spec = get_task(task)
@@ -250,7 +252,8 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
         for step in range(1, steps + 1):
             idx = torch.randint(len(fit_rows), (batch_size,), generator=g).tolist()
             ids, mask = _padded([fit_rows[i] for i in idx], pad, ctx.device)
-            loss, _ = model(ids, mask, torch.as_tensor(fit_y[idx], device=ctx.device))
+            with ctx.autocast():  # bf16 where the run context enables it (the course's training loops do too)
+                loss, _ = model(ids, mask, torch.as_tensor(fit_y[idx], device=ctx.device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
