@@ -210,8 +210,10 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
     A seeded ``selection_fraction`` of the *training* examples is held out; the checkpoint with the best GLUE
     score on it among ``evals`` evenly spaced evaluations is the one scored on the dev texts, which never
     choose anything. Forward passes run under the context's bf16 autocast policy (``ctx.autocast()``).
-    Returns ``{"score", "selection_score", "best_step"}`` (GLUE main metric of ``task``)."""
+    Returns ``{"score", "selection_score", "best_step", "dev_predictions"}``; the scores are GLUE's task score
+    (MRPC: the mean of accuracy and F1, as :func:`lmcourse.metrics.task_score` and notebook 10's baselines)."""
     from lmcourse.finetuning.trainer import task_metrics
+    from lmcourse.metrics import task_score
 
     spec = get_task(task)
     if spec.is_regression:
@@ -260,9 +262,10 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
             sched.step()
             opt.zero_grad(set_to_none=True)
             if step in eval_at:
-                score = task_metrics(spec.name, predict(model, sel_rows, pad, ctx), sel_y)[spec.main_metric]
+                score = task_score(spec.name, task_metrics(spec.name, predict(model, sel_rows, pad, ctx), sel_y))
                 if score > best[0]:
                     best = (float(score), step, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
-    dev_score = task_metrics(spec.name, predict(model, dev_rows, pad, ctx), np.asarray(dev_labels))[spec.main_metric]
-    return {"score": float(dev_score), "selection_score": best[0], "best_step": best[1]}
+    dev_preds = predict(model, dev_rows, pad, ctx)
+    dev_score = task_score(spec.name, task_metrics(spec.name, dev_preds, np.asarray(dev_labels)))
+    return {"score": float(dev_score), "selection_score": best[0], "best_step": best[1], "dev_predictions": dev_preds}

@@ -13,6 +13,7 @@ from lmcourse import pretraining as PT
 from lmcourse import seq2seq as S2
 from lmcourse.context import resolve_context
 from lmcourse.errors import ArgumentError
+from lmcourse.finetuning import task_metrics as ft_metrics
 from lmcourse.models.gpt import GPT, GPTConfig
 from lmcourse.models.t5 import T5, T5Config
 
@@ -182,6 +183,11 @@ def test_finetune_pooled_learns_and_never_selects_on_dev(models, ctx, tokenizer)
                                  ctx, **kw)
     assert flipped["best_step"] == run["best_step"] and flipped["selection_score"] == run["selection_score"]
     assert flipped["score"] == pytest.approx(1 - run["score"])  # same model, scored against the flipped labels
+    noisy_dev = [1 - y if i % 3 == 0 else y for i, y in enumerate(dev_y)]  # imperfect, so F1 != accuracy
+    pair_task = OB.finetune_pooled(models["clm"], tokenizer, "mrpc", train_x, train_y, dev_x, noisy_dev, ctx, **kw)
+    by_metric = ft_metrics("mrpc", pair_task["dev_predictions"], np.asarray(noisy_dev))
+    assert abs(by_metric["accuracy"] - by_metric["f1"]) > 0.01
+    assert pair_task["score"] == pytest.approx((by_metric["accuracy"] + by_metric["f1"]) / 2)  # GLUE's MRPC score
     with pytest.raises(ArgumentError, match="regression"):
         OB.finetune_pooled(models["clm"], tokenizer, "stsb", train_x, train_y, dev_x, dev_y, ctx, **kw)
     with pytest.raises(ArgumentError, match="only 20 training examples"):
