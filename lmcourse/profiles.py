@@ -229,10 +229,10 @@ PROFILES: dict[str, Profile] = {
         seq2seq={"hub_model": None, "corpus_lines": None, "heldout_lines": 2000, "vocab": 8000, "sentinels": 100,
                  "d_model": 128, "d_kv": 32, "d_ff": 512, "layers": 3, "heads": 4, "ff": "gated-gelu",
                  "chunk": 128, "batch": 16, "pretrain_steps": 300, "pretrain_lr": 2e-3, "eval_every": 100,
-                 "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 120,
+                 "eval_iters": 20, "ft_train": 4000, "ft_eval": None, "ft_steps": 60,
                  "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "t2t_tasks": ("sst2", "mrpc"),
                  "para_train": None, "para_eval": None,
-                 "para_steps": 300, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
+                 "para_steps": 200, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
                  "flops_draws": 1000,
                  # section 5: GPT and BERT get section 4's FLOPs; 3 x 2 bodies x 2 tasks x 3 seeds of fine-tuning
                  "objectives": {"lrs": {"clm": 1e-3, "mlm": 1e-3}, "eval_iters": 20, "ft_tasks": ("sst2", "mrpc"),
