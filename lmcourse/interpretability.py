@@ -161,6 +161,18 @@ def integration_points(steps: int, method: str = "gausslegendre") -> tuple[np.nd
     return (np.arange(n) + start) / n, np.full(n, 1.0 / n)
 
 
+def _baseline_batch(model: nn.Module, ids: torch.Tensor, baseline_ids: torch.Tensor | None) -> torch.Tensor:
+    """The baseline token ids of a batch: ``baseline_ids`` if given, else ``[PAD]`` at every position (captum's
+    default for token ids); its shape must be that of ``ids``."""
+    if baseline_ids is None:
+        pad = getattr(model.config, "pad_token_id", None)
+        baseline_ids = torch.full_like(ids, 0 if pad is None else int(pad))
+    base, _ = _as_batch(baseline_ids, None)
+    if base.shape != ids.shape:
+        raise ArgumentError(f"baseline_ids {tuple(base.shape)} must have the shape of input_ids {tuple(ids.shape)}")
+    return base
+
+
 def integrated_gradients(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                          target: int | Sequence[int] | torch.Tensor, baseline_ids: torch.Tensor | None = None,
                          steps: int = 50, method: str = "gausslegendre", output: str = "prob",
@@ -174,12 +186,7 @@ def integrated_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
     _check_eval(model)
     ids, mask = _as_batch(input_ids, attention_mask)
     t = _targets(target, len(ids))
-    if baseline_ids is None:
-        pad = getattr(model.config, "pad_token_id", None)
-        baseline_ids = torch.full_like(ids, 0 if pad is None else int(pad))
-    base, _ = _as_batch(baseline_ids, None)
-    if base.shape != ids.shape:
-        raise ArgumentError(f"baseline_ids {tuple(base.shape)} must have the shape of input_ids {tuple(ids.shape)}")
+    base = _baseline_batch(model, ids, baseline_ids)
     alphas, weights = integration_points(steps, method)
     emb = model.get_input_embeddings()
     chunk = internal_batch_size or len(alphas)
@@ -206,10 +213,7 @@ def completeness_gap(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     """``∑_i IG_i − (f(x) − f(x'))`` per example: zero for the exact integral (the completeness axiom)."""
     ids, mask = _as_batch(input_ids, attention_mask)
     t = _targets(target, len(ids))
-    if baseline_ids is None:
-        pad = getattr(model.config, "pad_token_id", None)
-        baseline_ids = torch.full_like(ids, 0 if pad is None else int(pad))
-    base, _ = _as_batch(baseline_ids, None)
+    base = _baseline_batch(model, ids, baseline_ids)
     attr = torch.as_tensor(attributions)
     if attr.dim() == 1:
         attr = attr[None]
