@@ -333,6 +333,85 @@ def choose_learning_rate(task: str, model: str, learning_rates: Sequence[float],
     return float(best["learning_rate"]), rows
 
 
+# ------------------------------------------------------------------------------------------ other pretraining
+def continued_mlm_model(model: str, ctx: RunContext) -> nn.Module:
+    """``BertForMaskedLM`` with the pretrained encoder of ``model`` and a fresh MLM head: the start of continued
+    (domain- or task-adaptive) MLM pretraining (Gururangan et al. 2020). MiniLM was distilled and then trained
+    as a sentence encoder, so it ships no MLM head; the head's transform is drawn under ``ctx.seeded()`` and
+    its decoder is tied to the encoder's word embeddings, as in BERT. Placed on ``ctx.device``."""
+    from transformers import AutoConfig, BertForMaskedLM
+
+    from lmcourse.models import resolve
+
+    path = resolve(model)
+    if AutoConfig.from_pretrained(path).model_type != "bert":
+        raise ArgumentError(f"continued_mlm_model needs a BERT-architecture encoder, got {model!r}")
+    with ctx.seeded():
+        net = BertForMaskedLM.from_pretrained(path)
+    return net.to(ctx.device)
+
+
+class HiddenStateDistillation(nn.Module):
+    """Teacher-guided pretraining on unlabelled text: the student's hidden states regress the teacher's, token
+    by token, through one learned projection ``W_h`` (TinyBERT's hidden-state loss, Jiao et al. 2020, eq. 8):
+    ``mean over real tokens and pairs (m, n) of ||H_student^m W_h - H_teacher^n||^2 / d_teacher``.
+
+    Every token gets a dense target (a whole vector), where MLM gets one token id at 15 % of the positions.
+    Student and teacher read the same token ids, so they must share the tokenizer. ``layer_pairs`` maps
+    student hidden-state indices to the teacher's (0 = embeddings; default: last to last). The teacher is
+    frozen and kept *outside* the module's parameters: it is not trained, not saved with the student, and
+    its forward pass is not counted as trained compute (add :meth:`teacher_flops_per_token`)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, *,
+                 layer_pairs: Sequence[tuple[int, int]] | None = None):
+        super().__init__()
+        s_cfg, t_cfg = student.config, teacher.config
+        if int(s_cfg.vocab_size) != int(t_cfg.vocab_size):
+            raise ArgumentError(f"student and teacher must share the tokenizer (vocabularies {s_cfg.vocab_size} "
+                                f"and {t_cfg.vocab_size}): build the student's config from the teacher's tokenizer")
+        pairs = list(layer_pairs or [(int(s_cfg.num_hidden_layers), int(t_cfg.num_hidden_layers))])
+        for m, n in pairs:
+            if not (0 <= m <= s_cfg.num_hidden_layers and 0 <= n <= t_cfg.num_hidden_layers):
+                raise ArgumentError(f"layer pair {(m, n)} is outside the student's 0..{s_cfg.num_hidden_layers} "
+                                    f"or the teacher's 0..{t_cfg.num_hidden_layers} hidden states")
+        self.student, self.layer_pairs = student, pairs
+        self.config = s_cfg  # what the loop's throughput meter reads
+        self.projection = nn.Linear(int(s_cfg.hidden_size), int(t_cfg.hidden_size))
+        self._teacher = (teacher.eval().requires_grad_(False),)  # a tuple: not a submodule
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    def teacher_flops_per_token(self, seq_len: float) -> float:
+        """The teacher's forward FLOPs per token: a third of the training formula's ``6N + 12LHQT``."""
+        from lmcourse.measurement import model_flops_per_token
+
+        return model_flops_per_token(self.teacher, seq_len) / 3
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        with torch.no_grad():
+            target = self.teacher(**inputs, output_hidden_states=True).hidden_states
+        hidden = self.student(**inputs, output_hidden_states=True).hidden_states
+        mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).bool()
+        losses = [((self.projection(hidden[m][mask]).float() - target[n][mask].float()) ** 2).mean()
+                  for m, n in self.layer_pairs]
+        return torch.stack(losses).mean()
+
+
+def distillation_step_outputs(model: HiddenStateDistillation, batch: dict[str, Tensor]
+                              ) -> tuple[Tensor, dict[str, float]]:
+    """``step_outputs`` of :func:`lmcourse.pretraining.train` for :class:`HiddenStateDistillation`: the batch's
+    ids (no masking: every token is a target) and the hidden-state loss."""
+    net = getattr(model, "module", model)
+    if not isinstance(net, HiddenStateDistillation):
+        raise ArgumentError(f"distillation_step_outputs needs a HiddenStateDistillation, got {type(net).__name__}")
+    loss = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+    return loss, {"loss": float(loss.detach()), "hidden_mse": float(loss.detach())}
+
+
 # ------------------------------------------------------------------------------------------ compute
 @dataclass(frozen=True)
 class Crossing:

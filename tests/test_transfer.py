@@ -255,3 +255,120 @@ def test_unlabelled_text_is_the_training_sentences_of_each_task():
     assert lines[40:] == [t.strip() for t in load_glue("sst2", "train[:20]")["sentence"]]
     with pytest.raises(ArgumentError, match="training text only"):
         unlabelled_text(["sst2"], split="validation")
+
+
+# ------------------------------------------------------------------------------------------ other pretraining
+def test_continued_mlm_model_keeps_the_encoder_and_draws_a_seeded_head(tiny_bert):
+    from transformers import AutoModel
+
+    from lmcourse.transfer import continued_mlm_model
+
+    base = AutoModel.from_pretrained(tiny_bert)
+    a = continued_mlm_model(tiny_bert, SMOKE)
+    b = continued_mlm_model(tiny_bert, SMOKE)
+    c = continued_mlm_model(tiny_bert, SMOKE.with_changes(seed=1))
+    for name, p in base.named_parameters():
+        if not name.startswith("pooler"):
+            torch.testing.assert_close(a.bert.get_parameter(name), p, rtol=0, atol=0)
+    head = "cls.predictions.transform.dense.weight"
+    torch.testing.assert_close(a.get_parameter(head), b.get_parameter(head), rtol=0, atol=0)
+    assert not torch.equal(a.get_parameter(head), c.get_parameter(head))
+    assert a.cls.predictions.decoder.weight.data_ptr() == a.bert.embeddings.word_embeddings.weight.data_ptr()
+    ids = torch.randint(5, 100, (2, 8))
+    assert torch.isfinite(a(input_ids=ids, labels=ids).loss)
+
+
+def test_continued_mlm_model_refuses_a_non_bert_model(tmp_path):
+    from transformers import GPT2Config
+
+    from lmcourse.transfer import continued_mlm_model
+
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(ArgumentError, match="BERT-architecture"):
+        continued_mlm_model(str(tmp_path), SMOKE)
+
+
+def _teacher_and_student(seed: int = 0):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    teacher = BertModel(BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                                   intermediate_size=96, max_position_embeddings=64), add_pooling_layer=False)
+    student = BertModel(_tiny_config(), add_pooling_layer=False)
+    return teacher, student
+
+
+@pytest.mark.parametrize("pairs", [None, [(1, 2), (2, 3), (0, 0)]])
+def test_hidden_state_distillation_equals_the_formula_over_real_tokens(pairs):
+    from lmcourse.transfer import HiddenStateDistillation
+
+    teacher, student = _teacher_and_student()
+    distiller = HiddenStateDistillation(student, teacher, layer_pairs=pairs).eval()
+    ids = torch.randint(5, 120, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    mask[2, 7:] = 0
+    loss = distiller(input_ids=ids, attention_mask=mask)
+    # by hand: each example alone and unpadded; the squared error over every (token, dim), averaged per pair
+    expected = []
+    for m, n in pairs or [(2, 3)]:
+        errors = []
+        for i in range(3):
+            k = int(mask[i].sum())
+            hs = student(input_ids=ids[i:i + 1, :k], output_hidden_states=True).hidden_states[m][0]
+            ht = teacher(input_ids=ids[i:i + 1, :k], output_hidden_states=True).hidden_states[n][0]
+            errors.append((distiller.projection(hs) - ht) ** 2)
+        expected.append(torch.cat(errors).mean())
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert distiller.projection.weight.grad is not None and student.embeddings.word_embeddings.weight.grad is not None
+    assert not any(n.startswith("_teacher") or "teacher" in n for n, _ in distiller.named_parameters())
+
+
+def test_hidden_state_distillation_refuses_mismatched_models():
+    from transformers import BertConfig, BertModel
+
+    from lmcourse.transfer import HiddenStateDistillation
+
+    teacher, student = _teacher_and_student()
+    other = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64))
+    with pytest.raises(ArgumentError, match="share the tokenizer"):
+        HiddenStateDistillation(other, teacher)
+    with pytest.raises(ArgumentError, match="layer pair"):
+        HiddenStateDistillation(student, teacher, layer_pairs=[(3, 1)])
+
+
+def test_distillation_pretraining_moves_the_student_towards_the_teacher():
+    from transformers import DataCollatorWithPadding
+
+    from lmcourse import pretraining as PT
+    from lmcourse.transfer import HiddenStateDistillation, distillation_step_outputs
+
+    class Tok:  # the few fields DataCollatorWithPadding reads
+        pad_token_id, padding_side, model_input_names = 0, "right", ["input_ids", "attention_mask"]
+
+        def pad(self, features, **kw):
+            width = max(len(f["input_ids"]) for f in features)
+            ids = [f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]
+            att = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+            return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(att)}
+
+    teacher, student = _teacher_and_student()
+    distiller = HiddenStateDistillation(student, teacher)
+    g = torch.Generator().manual_seed(0)
+    feats = [{"input_ids": torch.randint(5, 120, (int(torch.randint(4, 12, (1,), generator=g)),),
+                                         generator=g).tolist()} for _ in range(64)]
+    batches = PT.BlockBatches(feats, 16, DataCollatorWithPadding(Tok()), SMOKE)
+    held_out = batches(1000)
+    with torch.no_grad():
+        before = float(distiller.eval()(**held_out))
+    cfg = PT.TrainConfig(max_steps=40, lr=3e-3, warmup_steps=2, bf16=False)
+    result = PT.train(distiller, batches, distillation_step_outputs, cfg, SMOKE, progress=False, tensorboard=None)
+    with torch.no_grad():
+        after = float(distiller.eval()(**held_out))
+    assert after < 0.5 * before, (before, after)
+    assert result.series("hidden_mse")[1][-1] < result.series("hidden_mse")[1][0]
+    with pytest.raises(ArgumentError, match="HiddenStateDistillation"):
+        distillation_step_outputs(student, held_out)
