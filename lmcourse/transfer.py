@@ -234,6 +234,22 @@ def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: 
     return rows
 
 
+def probe_curves(encoder: nn.Module, tokenizer, data: dict[str, tuple[Any, Any]], ctx: RunContext, *,
+                 sizes: dict[str, Sequence[int]], seeds: Iterable[int], max_length: int, label: str
+                 ) -> list[dict[str, Any]]:
+    """:func:`probe_curve` of one encoder on every task of ``data`` (``{task: (train pool, eval split)}``):
+    its mean-pooled features computed once per split (:func:`encoder_features`), then the probes at
+    ``sizes[task]`` for every seed."""
+    rows: list[dict[str, Any]] = []
+    seeds = list(seeds)
+    for task, (pool, evaluation) in data.items():
+        fx = encoder_features(encoder, tokenizer, pool, task, ctx, max_length=max_length)
+        fe = encoder_features(encoder, tokenizer, evaluation, task, ctx, max_length=max_length)
+        rows += probe_curve(fx, pool["label"], fe, evaluation["label"], task, sizes=sizes[task], seeds=seeds,
+                            label=label)
+    return rows
+
+
 def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds: Iterable[int]
                    ) -> list[dict[str, Any]]:
     """Majority class and TF-IDF + logistic regression on the same nested subsets as :func:`probe_curve`
@@ -382,6 +398,10 @@ class HiddenStateDistillation(nn.Module):
     @property
     def teacher(self) -> nn.Module:
         return self._teacher[0]
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The student's token table: a look-up, which the FLOPs formula leaves out as it does for BERT."""
+        return self.student.get_input_embeddings()
 
     def teacher_flops_per_token(self, seq_len: float) -> float:
         """The teacher's forward FLOPs per token: a third of the training formula's ``6N + 12LHQT``."""

@@ -372,3 +372,35 @@ def test_distillation_pretraining_moves_the_student_towards_the_teacher():
     assert result.series("hidden_mse")[1][-1] < result.series("hidden_mse")[1][0]
     with pytest.raises(ArgumentError, match="HiddenStateDistillation"):
         distillation_step_outputs(student, held_out)
+
+
+def test_probe_curves_probe_every_task_on_its_own_features(tiny_bert):
+    from lmcourse.transfer import load_encoder, probe_curves
+
+    tok, encoder = load_encoder(tiny_bert)
+    data = {t: (load_glue(t, "train").select(range(40)), load_glue(t, "validation").select(range(24)))
+            for t in ("sst2", "mrpc")}
+    sizes = {"sst2": [20, 40], "mrpc": [30]}
+    rows = probe_curves(encoder, tok, data, SMOKE, sizes=sizes, seeds=[0, 1], max_length=32, label="tiny")
+    for task, (pool, dev) in data.items():
+        fx = encoder_features(encoder, tok, pool, task, SMOKE, max_length=32)
+        fd = encoder_features(encoder, tok, dev, task, SMOKE, max_length=32)
+        expected = probe_curve(fx, pool["label"], fd, dev["label"], task, sizes=sizes[task], seeds=[0, 1],
+                               label="tiny")
+        assert [r for r in rows if r["task"] == task] == expected
+    assert {r["task"] for r in rows} == {"sst2", "mrpc"} and len({r["score"] for r in rows}) > 1
+
+
+def test_distillation_flops_count_the_student_and_projection_not_the_table_or_teacher():
+    from lmcourse.measurement import matmul_params, model_flops_per_token
+    from lmcourse.transfer import HiddenStateDistillation
+
+    teacher, student = _teacher_and_student()
+    distiller = HiddenStateDistillation(student, teacher)
+    table = student.get_input_embeddings().weight
+    body = matmul_params(student, exclude=(table,))
+    projection = sum(p.numel() for p in distiller.projection.parameters())
+    assert model_flops_per_token(distiller, 10) == pytest.approx(
+        model_flops_per_token(student, 10) + 6 * projection)
+    assert body + projection < matmul_params(distiller)  # the table would be counted without the look-up rule
+    assert distiller.teacher_flops_per_token(10) == pytest.approx(model_flops_per_token(teacher, 10) / 3)
