@@ -130,6 +130,10 @@ PROFILES: dict[str, Profile] = {
                   "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
                   "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"),
+                  "continued_mlm": {"model": "minilm-l6", "steps": 3, "batch": 4, "block": 32, "lr": 1e-4,
+                                    "warmup": 1, "eval_blocks": 8},
+                  "distill": {"teacher": "minilm-l6", "steps": 6, "batch": 4, "lr": 1e-3, "warmup": 1,
+                              "layer_pairs": ((0, 0), (1, 3), (2, 6))},
                   "assert_n": None, "assert_margin": None},
         # 10: a tiny T5 on a slice of wikitext-2; text to text on a few hundred SST-2 / MRPC examples
         seq2seq={"hub_model": None, "corpus_lines": 1500, "heldout_lines": 100, "vocab": 2000, "sentinels": 32,
@@ -222,6 +226,11 @@ PROFILES: dict[str, Profile] = {
                   "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 4, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   "variants": ("MLM+NSP", "TAPT"),
+                  # MiniLM continues MLM on the task text; a scratch-shaped student distils MiniLM's hidden states
+                  "continued_mlm": {"model": "minilm-l6", "steps": 100, "batch": 16, "block": 64, "lr": 5e-5,
+                                    "warmup": 10, "eval_blocks": 64},
+                  "distill": {"teacher": "minilm-l6", "steps": 200, "batch": 16, "lr": 7e-4, "warmup": 20,
+                              "layer_pairs": ((0, 0), (2, 3), (4, 6))},
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
         # about 15 minutes on 2 cores: a 3-layer T5 (d 128) pretrained for 300 steps, GPT and BERT on its FLOPs,
@@ -306,6 +315,10 @@ PROFILES: dict[str, Profile] = {
                   "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 6, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   "variants": ("MLM+NSP", "TAPT"),
+                  "continued_mlm": {"model": "minilm-l6", "steps": 1000, "batch": 32, "block": 64, "lr": 5e-5,
+                                    "warmup": 100, "eval_blocks": 256},
+                  "distill": {"teacher": "bert-base-uncased", "steps": 3000, "batch": 128, "lr": 5e-4,
+                              "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12))},
                   "assert_n": 1000, "assert_margin": 0.05},
         # t5-small from the Hub (its tokenizer and weights) for the text-to-text tasks; the scratch T5 is bigger
         seq2seq={"hub_model": "google-t5/t5-small", "corpus_lines": None, "heldout_lines": 2000, "vocab": 32000,
