@@ -148,7 +148,8 @@ PROFILES: dict[str, Profile] = {
                                 "ft_seeds": (0,), "max_length": 64}},
         # 11: a teacher, one seed of every student, three sparsities; timings are only sanity checks here
         compression={"task": "sst2", "teacher_train": 256, "teacher_epochs": 2, "teacher_lr": 1e-4,
-                     "student_train": 96, "student_epochs": 1, "student_lr": 2e-4, "max_length": 64,
+                     "teacher_seeds": (0,), "student_train": 96, "student_epochs": 1, "student_lr": 2e-4,
+                     "max_length": 64, "pair_max_length": 64,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0,), "augment_tasks": ("cola",),
                      "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
@@ -249,7 +250,8 @@ PROFILES: dict[str, Profile] = {
                                 "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: about 15 minutes on 2 cores: 3 seeds of 5 student runs of 3-layer MiniLM students
         compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
-                     "student_train": 1500, "student_epochs": 2, "student_lr": 1e-4, "max_length": 64,
+                     "teacher_seeds": (0, 1, 2), "student_train": 1500, "student_epochs": 2, "student_lr": 1e-4,
+                     "max_length": 64, "pair_max_length": 128,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola",),
                      "augment_texts": 1500, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
@@ -335,7 +337,8 @@ PROFILES: dict[str, Profile] = {
         # 11: the DistilBERT setting: bert-base-uncased into a 6-layer student (every other layer), full data;
         # the teacher is the profile's finetune_model; timings stay on the CPU (the deployment target)
         compression={"task": "sst2", "teacher_train": None, "teacher_epochs": 3, "teacher_lr": 2e-5,
-                     "student_train": None, "student_epochs": 3, "student_lr": 5e-5, "max_length": 128,
+                     "teacher_seeds": (0, 1, 2), "student_train": None, "student_epochs": 3, "student_lr": 5e-5,
+                     "max_length": 128, "pair_max_length": 128,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola", "mrpc", "rte"),
                      "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,

@@ -327,3 +327,55 @@ def test_classify_cli_prints_labels_and_refuses_bad_input(exported, tmp_path, ca
     assert "--batch-size must be at least 1" in error_of(["classify", str(folder), str(good), "--batch-size", "0"])
     with pytest.raises(DataUnavailableError):
         OnnxClassifier(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------ sentence pairs
+PAIRS = [("the company said profits rose", "profits went up, the firm said"), ("a cat sat", "it rained all day long")]
+
+
+def test_dev_examples_give_pairs_for_a_pair_task(data_dir):
+    import pandas as pd
+
+    from lmcourse.compression import dev_examples
+
+    texts, labels = dev_examples("mrpc")
+    raw = pd.read_parquet(next((data_dir / "glue" / "mrpc").glob("validation-*.parquet")))
+    assert texts == list(zip(raw["sentence1"], raw["sentence2"]))
+    assert labels.tolist() == raw["label"].tolist()
+    single, _ = dev_examples("sst2", 3)
+    assert all(isinstance(t, str) for t in single)
+
+
+def test_pairs_are_encoded_as_bert_pairs_in_torch_and_onnx(exported, tmp_path, capsys, monkeypatch):
+    from lmcourse.compression import encode_texts, onnx_logits, torch_logits
+
+    model, tokenizer, _ = exported
+    enc = encode_texts(tokenizer, PAIRS, 32)
+    ref = tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, truncation=True, max_length=32,
+                    return_tensors="pt")
+    assert enc["input_ids"].tolist() == ref["input_ids"].tolist()
+    assert enc["token_type_ids"].tolist() == ref["token_type_ids"].tolist() and int(enc["token_type_ids"].max()) == 1
+    with torch.no_grad():
+        expected = model(**ref).logits.numpy()
+    torch.testing.assert_close(torch.from_numpy(torch_logits(model, tokenizer, PAIRS, 32)),
+                               torch.from_numpy(expected), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ArgumentError, match="mixes single sentences and sentence pairs"):
+        encode_texts(tokenizer, [PAIRS[0], "a sentence"], 32)
+
+    folder = tmp_path / "pair"
+    export_onnx(model, tokenizer, folder, max_length=32, pair=True)
+    onnx = OnnxClassifier(folder)
+    assert onnx.pair
+    torch.testing.assert_close(torch.from_numpy(onnx_logits(onnx, PAIRS)), torch.from_numpy(expected),
+                               rtol=1e-4, atol=1e-5)
+
+    good = tmp_path / "pairs.txt"
+    good.write_text("".join(f"{a}\t{b}\n" for a, b in PAIRS), encoding="utf-8")
+    assert cli_main(["classify", str(folder), str(good)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out] == [onnx.labels[i] for i in expected.argmax(-1)]
+    assert [tuple(line.split("\t")[2:]) for line in out] == PAIRS
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{PAIRS[0][0]}\t{PAIRS[0][1]}\nno tab on this line\n"))
+    assert cli_main(["classify", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2 is not a sentence pair" in err and err.count("\n") == 1

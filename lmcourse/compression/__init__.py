@@ -23,6 +23,7 @@ from lmcourse.compression.distillation import (
 from lmcourse.compression.evaluation import (
     accuracy,
     dev_examples,
+    encode_texts,
     onnx_logits,
     pareto_front,
     plot_pareto,
@@ -72,6 +73,7 @@ __all__ = [
     "distill",
     "distillation_loss",
     "dynamic_int8",
+    "encode_texts",
     "export_onnx",
     "fixed_inputs",
     "head_counts",

@@ -10,33 +10,57 @@ import torch
 from torch import nn
 
 from lmcourse.data import get_task, load_glue
+from lmcourse.errors import ArgumentError
 from lmcourse.spread import spread
 
+Text = str | tuple[str, str]  # one sentence, or a sentence pair (MRPC, RTE, ...)
 
-def dev_examples(task: str, max_samples: int | None = None) -> tuple[list[str], np.ndarray]:
-    """Sentences and labels of a single-sentence task's dev split (a fixed subset of ``max_samples``)."""
+
+def dev_examples(task: str, max_samples: int | None = None) -> tuple[list[Text], np.ndarray]:
+    """Inputs and labels of a classification task's dev split (a fixed subset of ``max_samples``): sentences,
+    or ``(first, second)`` pairs for a pair task."""
     spec = get_task(task)
     dev = load_glue(spec.name, spec.eval_splits[0])
     if max_samples is not None and max_samples < len(dev):
         dev = dev.shuffle(seed=0).select(range(int(max_samples)))
-    return list(dev[spec.input_columns[0]]), np.asarray(dev["label"])
+    columns = [list(dev[c]) for c in spec.input_columns]
+    texts: list[Text] = list(zip(*columns)) if spec.is_pair else columns[0]
+    return texts, np.asarray(dev["label"])
 
 
-def torch_logits(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 128,
+def encode_texts(tokenizer, texts: Sequence[Text], max_length: int, return_tensors: str = "pt",
+                 truncation: bool = True):
+    """Tokenise sentences, or ``(first, second)`` pairs as BERT does (``[CLS] a [SEP] b [SEP]``, segment ids
+    0 and 1); one batch must not mix the two."""
+    texts = list(texts)
+    pairs = [isinstance(t, tuple | list) for t in texts]
+    if any(pairs) and not all(pairs):
+        raise ArgumentError("a batch mixes single sentences and sentence pairs: give one kind")
+    if pairs and pairs[0]:
+        if any(len(t) != 2 for t in texts):
+            raise ArgumentError("a sentence pair must have exactly two texts")
+        first, second = [str(t[0]) for t in texts], [str(t[1]) for t in texts]
+        return tokenizer(first, second, padding=True, truncation=truncation, max_length=max_length,
+                         return_tensors=return_tensors)
+    return tokenizer([str(t) for t in texts], padding=True, truncation=truncation, max_length=max_length,
+                     return_tensors=return_tensors)
+
+
+def torch_logits(model: nn.Module, tokenizer, texts: Sequence[Text], max_length: int = 128,
                  batch_size: int = 64) -> np.ndarray:
-    """Logits of a PyTorch classifier (float or quantized) on ``texts``, in order, on the CPU."""
+    """Logits of a PyTorch classifier (float or quantized) on ``texts`` (sentences or pairs), in order, on the
+    CPU."""
     model = model.eval()
     device = next(iter(model.state_dict().values())).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt")
+            enc = encode_texts(tokenizer, texts[start:start + batch_size], max_length)
             out.append(model(**enc.to(device)).logits.float().cpu().numpy())
     return np.concatenate(out)
 
 
-def onnx_logits(classifier, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def onnx_logits(classifier, texts: Sequence[Text], batch_size: int = 64) -> np.ndarray:
     """Logits of an :class:`~lmcourse.compression.OnnxClassifier` on ``texts``, in order."""
     return np.concatenate([classifier.logits(list(texts[s:s + batch_size])) for s in range(0, len(texts), batch_size)])
 

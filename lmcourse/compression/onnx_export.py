@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmcourse.compression.evaluation import Text, encode_texts
 from lmcourse.errors import ArgumentError, DataUnavailableError
 
 MODEL_FILE = "model.onnx"
@@ -42,8 +43,11 @@ class _LogitsOnly(nn.Module):
 
 
 def export_onnx(model: nn.Module, tokenizer, folder: str | os.PathLike, max_length: int = 128,
-                opset: int = 18) -> Path:
-    """Export ``model`` (a sequence classifier) and its tokenizer to ``folder``; returns the ``.onnx`` path."""
+                opset: int = 18, pair: bool = False) -> Path:
+    """Export ``model`` (a sequence classifier) and its tokenizer to ``folder``; returns the ``.onnx`` path.
+
+    ``pair=True`` records that the model classifies sentence pairs (MRPC, RTE): :class:`OnnxClassifier` and
+    ``lmcourse classify`` then take ``(first, second)`` inputs."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -66,7 +70,7 @@ def export_onnx(model: nn.Module, tokenizer, folder: str | os.PathLike, max_leng
     onnx_log.setLevel(level)
     tokenizer.save_pretrained(folder)
     id2label = {int(k): str(v) for k, v in getattr(model.config, "id2label", {}).items()}
-    meta = {"input_names": names, "max_length": int(max_length),
+    meta = {"input_names": names, "max_length": int(max_length), "pair": bool(pair),
             "labels": [id2label.get(i, str(i)) for i in range(int(model.config.num_labels))]}
     (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return path
@@ -130,21 +134,26 @@ class OnnxClassifier:
     def max_length(self) -> int:
         return int(self.meta["max_length"])
 
-    def encode(self, texts: Sequence[str], truncation: bool = True) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=truncation, max_length=self.max_length,
-                             return_tensors="np")
+    @property
+    def pair(self) -> bool:
+        """Whether the model takes sentence pairs (``(first, second)`` inputs)."""
+        return bool(self.meta.get("pair", False))
+
+    def encode(self, texts: Sequence[Text], truncation: bool = True) -> dict[str, np.ndarray]:
+        """Tokenise sentences, or ``(first, second)`` pairs for a pair model, into the exported inputs."""
+        enc = encode_texts(self.tokenizer, texts, self.max_length, return_tensors="np", truncation=truncation)
         return {n: enc[n].astype(np.int64) for n in self.meta["input_names"]}
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Logits for already tokenised inputs (``int64`` arrays named as at export)."""
         return self.session.run(["logits"], inputs)[0]
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
+    def logits(self, texts: Sequence[Text]) -> np.ndarray:
         if not texts:
             raise ArgumentError("no texts to classify")
         return self.run(self.encode(texts))
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+    def predict(self, texts: Sequence[Text]) -> list[dict[str, Any]]:
         """``[{"label": ..., "score": p}, ...]``: the most probable label and its softmax probability."""
         logits = self.logits(texts)
         z = logits - logits.max(-1, keepdims=True)
