@@ -46,8 +46,11 @@ def test_fake_spec_same_results_skip_and_failure(ray_cluster, bench_dir):
 
 
 def test_smoke_spec_on_ray_equals_local(ray_cluster, smoke_bench_local, tmp_path):
-    remote = run_spec("smoke", runs_dir=tmp_path, progress=False, executor=make_executor("ray"))
-    assert remote.failed == [] and sorted(remote.completed) == sorted(smoke_bench_local.completed)
+    # one real notebook run on the cluster (the sentence-pair task, which has the most metrics); the fake spec
+    # above covers several runs, skipping and failure on Ray, and the local fixture runs both smoke tasks
+    remote = run_spec("smoke", runs_dir=tmp_path, progress=False, executor=make_executor("ray"), only="mrpc")
+    assert remote.failed == [] and len(remote.completed) == 1
+    assert set(remote.completed) < set(smoke_bench_local.completed)
     local_rows = {r["run_id"]: r for r in load_results(smoke_bench_local.results_file)}
     for row in load_results(remote.results_file):
         ref = local_rows[row["run_id"]]

@@ -122,11 +122,11 @@ def _distillation_trainer_class():
             soft = inputs.pop("teacher_logits", None)
             labels = inputs.pop("labels")
             outputs = model(**inputs)
+            logits = outputs.logits.float()  # under bf16 autocast the logits are bf16; the loss is taken in fp32
             if soft is None or self.alpha == 0.0:  # evaluation, or the labels-only baseline
-                loss = distillation_loss(outputs.logits, outputs.logits, labels, self.temperature, alpha=0.0)
+                loss = distillation_loss(logits, logits, labels, self.temperature, alpha=0.0)
             else:
-                loss = distillation_loss(outputs.logits, soft.to(outputs.logits.dtype), labels,
-                                         self.temperature, self.alpha)
+                loss = distillation_loss(logits, soft.float(), labels, self.temperature, self.alpha)
             return (loss, outputs) if return_outputs else loss
 
     return DistillationTrainer
@@ -140,7 +140,9 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
 
     With ``alpha > 0`` the loss is :func:`distillation_loss` against ``teacher``'s logits; ``alpha=0`` is the
     same student on labels only. ``extra_texts``: unlabelled sentences added to the transfer set (soft targets
-    only). Sizes come from the profile's fine-tuning budget for ``task`` (``overrides`` as in
+    only). Training runs under the run context's autocast policy (bf16 where the device has it, as
+    :func:`lmcourse.finetuning.finetune` does); the loss is always computed in float32.
+    Sizes come from the profile's fine-tuning budget for ``task`` (``overrides`` as in
     :func:`lmcourse.finetuning.finetune`); with more than one epoch the best is chosen on a held-out part of
     train, never on dev."""
     import datasets
@@ -157,6 +159,7 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     if extra_texts and spec.is_pair:
         raise ArgumentError(f"distill: extra_texts are single sentences, but {spec.name} takes sentence pairs")
     s = task_settings(ctx.profile, spec.name, **overrides)
+    use_bf16 = ctx.bf16 if s["bf16"] is None else bool(s["bf16"])  # the run context's autocast policy, as finetune
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     raw_train = _subset(load_glue(spec.name, spec.train_split), s["max_train_samples"], ctx.seed)
@@ -188,7 +191,7 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
         metric_for_best_model=spec.main_metric if select_each_epoch else None, greater_is_better=True,
         use_cpu=ctx.device.type == "cpu", seed=ctx.seed, data_seed=ctx.seed, report_to="none",
         disable_tqdm=True, log_level="error", logging_steps=int(s["logging_steps"]), dataloader_num_workers=0,
-        remove_unused_columns=False, bf16=False,
+        remove_unused_columns=False, bf16=use_bf16,
     )
     trainer = _distillation_trainer_class()(
         model=student, args=args, train_dataset=train_ds.remove_columns(["length"]),
