@@ -127,8 +127,16 @@ def test_distill_trains_a_student_with_and_without_the_teacher():
     ctx = resolve_context("smoke", seed=0, device="cpu")
     sizes = dict(max_train_samples=48, max_eval_samples=16, num_epochs=1, batch_size=16, max_length=32,
                  progress=False)
-    kd = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.5,
+    student = student_from_teacher(teacher, layers=[0])
+    kd = distill("sst2", teacher, tokenizer, student, ctx=ctx, alpha=0.5,
                  extra_texts=["an unlabelled sentence", "another one"], **sizes)
+    # trained under the context's autocast policy (bf16 here), the returned student runs in float32 again: its
+    # logits equal a fresh copy's, as timing and ONNX export need
+    copy = student_from_teacher(teacher, layers=[0])
+    copy.load_state_dict(student.state_dict())
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(**batch).logits, copy.eval()(**batch).logits, rtol=0, atol=1e-6)
     plain = distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.0,
                     **sizes)
     assert 0.0 <= kd["accuracy"] <= 1.0 and 0.0 <= plain["accuracy"] <= 1.0

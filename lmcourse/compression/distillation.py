@@ -203,6 +203,9 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     trainer.remove_callback(ProgressCallback)
     trainer.train()
     dev = trainer.evaluate(dev_ds.remove_columns(["length"]), metric_key_prefix="dev")
+    # accelerate wrapped the student's forward in bf16 autocast for training; the deployed student (timed,
+    # exported to ONNX) must run its own float32 forward again
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     teacher.to(teacher_device)
     student.cpu().eval()  # trained on ctx.device; deployed (measured, exported) on the CPU
     import shutil
