@@ -146,6 +146,28 @@ def test_linear_probe_learns_signal_and_never_looks_at_eval_labels():
         linear_probe(x[:10], y[:10], x[10:20], y[10:20], "stsb")
 
 
+def test_linear_probe_fits_with_as_many_blas_threads_as_torch(monkeypatch):
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    fit = StandardScaler.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(StandardScaler, "fit", spy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        x = np.random.default_rng(0).normal(size=(60, 3))
+        linear_probe(x[:40], (x[:40, 0] > 0).astype(int), x[40:], (x[40:, 0] > 0).astype(int), "sst2")
+    finally:
+        torch.set_num_threads(threads)
+    assert seen and all(s <= {1} for s in seen)  # the fit ran with one BLAS thread, like torch
+
+
 def test_probe_curve_rows_follow_sizes_and_seeds():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 4))
