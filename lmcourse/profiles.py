@@ -222,9 +222,9 @@ PROFILES: dict[str, Profile] = {
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 6000, "mrpc": None}, "probe_eval": None,
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
                   "probe_max_length": 128,
-                  "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 60,
-                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 4, "lr_n": 1000,
-                  "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
+                  "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 40,
+                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 2, "lr_n": 1000,
+                  "minilm_lrs": (1e-4, 3e-4), "scratch_lrs": (3e-4, 1e-3), "ckpt_n": 1000,
                   "variants": ("MLM+NSP", "TAPT"),
                   # MiniLM continues MLM on the task text; a scratch-shaped student distils MiniLM's hidden states
                   "continued_mlm": {"model": "minilm-l6", "steps": 100, "batch": 16, "block": 64, "lr": 5e-5,
