@@ -119,6 +119,18 @@ def test_encoder_features_equal_one_example_at_a_time(tiny_bert):
             np.testing.assert_allclose(feats[i], ref, atol=1e-5, rtol=1e-4)
 
 
+def test_encoder_features_follow_the_context_autocast_policy(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    ds = load_glue("sst2", "validation").select(range(8))
+    fp32 = encoder_features(enc, tok, ds, "sst2", SMOKE, max_length=24)
+    bf16 = encoder_features(enc, tok, ds, "sst2", SMOKE.with_changes(bf16=True), max_length=24)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # the passes ran in bf16
+    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert rel.max() < 0.05
+
+
 def test_nested_subset_is_nested_and_seeded():
     a, b = nested_subset(100, 10, 3), nested_subset(100, 30, 3)
     assert list(b[:10]) == list(a) and len(set(b)) == 30 and b.max() < 100
