@@ -213,14 +213,14 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
-        # at most 20 minutes on one thread: three scratch pretraining runs (MLM, MLM+NSP, TAPT) of 120 steps, short
+        # at most 20 minutes on one thread: three scratch pretraining runs (MLM, MLM+NSP, TAPT) of 80 steps, short
         # continued MLM and distillation, 5 seeds of every probe and fine-tuning; the whole probe curve only for
         # MiniLM, its twin, continued MLM and the scratch step 0 and final checkpoints (the others at ckpt_n);
         # every fine-tuning run costs a dev pass, so the variants are compared by the probe only.
         # The corpus of notebook 05 (the offline mirror has wikitext-2 validation and test, not train)
         transfer={"corpus": (("wikitext-2", "validation"), ("wikitext-2", "test"), ("tiny-shakespeare", "train")),
                   "corpus_lines": None, "wordpiece_vocab": 8000,
-                  "pretrain_steps": 120, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 12,
+                  "pretrain_steps": 80, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 8,
                   "checkpoints": (0.0, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 4000, "mrpc": None}, "probe_eval": None,
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
@@ -231,9 +231,9 @@ PROFILES: dict[str, Profile] = {
                   # the variants (MLM+NSP, TAPT, continued MLM, distillation) are probed, not fine-tuned, here
                   "variants": ("MLM+NSP", "TAPT"), "variant_ft": False,
                   # MiniLM continues MLM on the task text; a scratch-shaped student distils MiniLM's hidden states
-                  "continued_mlm": {"model": "minilm-l6", "steps": 30, "batch": 16, "block": 64, "lr": 5e-5,
-                                    "warmup": 3, "eval_blocks": 64},
-                  "distill": {"teacher": "minilm-l6", "steps": 60, "batch": 16, "lr": 7e-4, "warmup": 6,
+                  "continued_mlm": {"model": "minilm-l6", "steps": 20, "batch": 16, "block": 64, "lr": 5e-5,
+                                    "warmup": 2, "eval_blocks": 64},
+                  "distill": {"teacher": "minilm-l6", "steps": 40, "batch": 16, "lr": 7e-4, "warmup": 4,
                               "layer_pairs": ((0, 0), (2, 3), (4, 6))},
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
