@@ -129,7 +129,7 @@ PROFILES: dict[str, Profile] = {
                   "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
                   "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
-                  "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"),
+                  "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 3, "batch": 4, "block": 32, "lr": 1e-4,
                                     "warmup": 1, "eval_blocks": 8},
                   "distill": {"teacher": "minilm-l6", "steps": 6, "batch": 4, "lr": 1e-3, "warmup": 1,
@@ -214,23 +214,27 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
-        # about 20 minutes on 2 cores: probes are cheap (one forward pass per example), fine-tuning is not
-        # the corpus of notebook 05 (the offline mirror has wikitext-2 validation and test, not train)
+        # at most 20 minutes on one thread: three scratch pretraining runs (MLM, MLM+NSP, TAPT) of 80 steps, short
+        # continued MLM and distillation, 5 seeds of every probe and fine-tuning; the whole probe curve only for
+        # MiniLM, its twin, continued MLM and the scratch step 0 and final checkpoints (the others at ckpt_n);
+        # every fine-tuning run costs a dev pass, so the variants are compared by the probe only.
+        # The corpus of notebook 05 (the offline mirror has wikitext-2 validation and test, not train)
         transfer={"corpus": (("wikitext-2", "validation"), ("wikitext-2", "test"), ("tiny-shakespeare", "train")),
                   "corpus_lines": None, "wordpiece_vocab": 8000,
-                  "pretrain_steps": 400, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 40,
-                  "checkpoints": (0.0, 0.25, 0.5, 1.0),
-                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 6000, "mrpc": None}, "probe_eval": None,
+                  "pretrain_steps": 80, "pretrain_batch": 16, "pretrain_lr": 7e-4, "warmup": 8,
+                  "checkpoints": (0.0, 0.5, 1.0),
+                  "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 4000, "mrpc": None}, "probe_eval": None,
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
                   "probe_max_length": 128,
-                  "ft_tasks": ("sst2",), "ft_sizes": (100, 1000), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 60,
-                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 4, "lr_n": 1000,
-                  "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
-                  "variants": ("MLM+NSP", "TAPT"),
+                  "ft_tasks": ("sst2",), "ft_sizes": (1000,), "ft_seeds": (0, 1, 2, 3, 4), "ft_steps": 30,
+                  "ft_batch": 16, "ft_eval": None, "ft_max_length": 64, "ft_evals": 2, "lr_n": 1000,
+                  "minilm_lrs": (1e-4, 3e-4), "scratch_lrs": (3e-4, 1e-3), "ckpt_n": 1000,
+                  # the variants (MLM+NSP, TAPT, continued MLM, distillation) are probed, not fine-tuned, here
+                  "variants": ("MLM+NSP", "TAPT"), "variant_ft": False,
                   # MiniLM continues MLM on the task text; a scratch-shaped student distils MiniLM's hidden states
-                  "continued_mlm": {"model": "minilm-l6", "steps": 100, "batch": 16, "block": 64, "lr": 5e-5,
-                                    "warmup": 10, "eval_blocks": 64},
-                  "distill": {"teacher": "minilm-l6", "steps": 200, "batch": 16, "lr": 7e-4, "warmup": 20,
+                  "continued_mlm": {"model": "minilm-l6", "steps": 20, "batch": 16, "block": 64, "lr": 5e-5,
+                                    "warmup": 2, "eval_blocks": 64},
+                  "distill": {"teacher": "minilm-l6", "steps": 40, "batch": 16, "lr": 7e-4, "warmup": 4,
                               "layer_pairs": ((0, 0), (2, 3), (4, 6))},
                   # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
                   "assert_n": 1000, "assert_margin": 0.05},
@@ -317,7 +321,7 @@ PROFILES: dict[str, Profile] = {
                   "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (100, 300, 1000, 3000), "ft_seeds": (0, 1, 2, 3, 4),
                   "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 6, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
-                  "variants": ("MLM+NSP", "TAPT"),
+                  "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 1000, "batch": 32, "block": 64, "lr": 5e-5,
                                     "warmup": 100, "eval_blocks": 256},
                   "distill": {"teacher": "bert-base-uncased", "steps": 3000, "batch": 128, "lr": 5e-4,

@@ -62,3 +62,18 @@ def test_every_profile_has_every_chapter_section():
         assert not hasattr(PROFILES["cpu"], gone)
     with pytest.raises(UnknownNameError, match="unknown profile section"):
         PROFILES["cpu"].section("embedding")
+
+
+def test_transfer_sections_keep_the_study_design():
+    """Notebook 14: the issue's design (5 seeds, the label-efficiency sizes, a learning-rate sweep) in every
+    profile that asserts, and a ckpt_n that section 4 can compare at (fine-tuned and probed)."""
+    for p in PROFILES.values():
+        t = p.transfer
+        assert t["ckpt_n"] in t["ft_sizes"], p.name  # continued MLM is compared with MiniLM there
+        assert t["lr_n"] in t["ft_sizes"], p.name  # the sweep's seed-0 run is reused, not repeated
+    for p in (PROFILES["cpu"], PROFILES["gpu"]):
+        t = p.transfer
+        assert len(t["probe_seeds"]) >= 5 and len(t["ft_seeds"]) >= 5, p.name
+        assert tuple(t["probe_sizes"]) == (100, 300, 1000, 3000, None), p.name
+        assert len(t["minilm_lrs"]) >= 2 and len(t["scratch_lrs"]) >= 2, p.name
+        assert t["assert_n"] in t["ft_sizes"], p.name

@@ -119,6 +119,18 @@ def test_encoder_features_equal_one_example_at_a_time(tiny_bert):
             np.testing.assert_allclose(feats[i], ref, atol=1e-5, rtol=1e-4)
 
 
+def test_encoder_features_follow_the_context_autocast_policy(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    ds = load_glue("sst2", "validation").select(range(8))
+    fp32 = encoder_features(enc, tok, ds, "sst2", SMOKE, max_length=24)
+    bf16 = encoder_features(enc, tok, ds, "sst2", SMOKE.with_changes(bf16=True), max_length=24)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # the passes ran in bf16
+    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert rel.max() < 0.05
+
+
 def test_nested_subset_is_nested_and_seeded():
     a, b = nested_subset(100, 10, 3), nested_subset(100, 30, 3)
     assert list(b[:10]) == list(a) and len(set(b)) == 30 and b.max() < 100
@@ -144,6 +156,28 @@ def test_linear_probe_learns_signal_and_never_looks_at_eval_labels():
     assert linear_probe(x[:5], np.ones(5, int), x[200:], y[200:], "sst2") == pytest.approx(y[200:].mean())
     with pytest.raises(ArgumentError, match="regression"):
         linear_probe(x[:10], y[:10], x[10:20], y[10:20], "stsb")
+
+
+def test_linear_probe_fits_with_as_many_blas_threads_as_torch(monkeypatch):
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    fit = StandardScaler.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(StandardScaler, "fit", spy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        x = np.random.default_rng(0).normal(size=(60, 3))
+        linear_probe(x[:40], (x[:40, 0] > 0).astype(int), x[40:], (x[40:, 0] > 0).astype(int), "sst2")
+    finally:
+        torch.set_num_threads(threads)
+    assert seen and all(s <= {1} for s in seen)  # the fit ran with one BLAS thread, like torch
 
 
 def test_probe_curve_rows_follow_sizes_and_seeds():
