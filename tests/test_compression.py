@@ -26,6 +26,7 @@ from lmcourse.compression import (
     least_important_heads,
     magnitude_prune,
     masked_head_losses,
+    optimized_op_counts,
     prune_heads,
     quantization_error,
     quantize_onnx_int8,
@@ -300,6 +301,21 @@ def test_onnx_round_trip_equals_pytorch(exported, tmp_path):
         return [math.prod(t.dims) for t in onnx_lib.load(str(path)).graph.initializer if t.name.endswith("_scale")]
 
     assert max(weight_scales(q)) == 1 and max(weight_scales(qc)) > 1
+
+
+def test_disabling_an_ort_fusion_changes_the_graph_not_the_logits(exported):
+    model, _, folder = exported
+    fused = optimized_op_counts(folder)
+    unfused = optimized_op_counts(folder, ["SkipLayerNormFusion"])
+    assert fused["SkipLayerNormalization"] > 0 and unfused["SkipLayerNormalization"] == 0
+    assert unfused["LayerNormalization"] > fused["LayerNormalization"]
+    assert optimized_op_counts(folder, ["NoSuchFusion"]) == fused  # ORT ignores unknown names: counts show it
+    onnx = OnnxClassifier(folder, disabled_optimizers=["SkipLayerNormFusion"])
+    assert onnx.disabled_optimizers == ("SkipLayerNormFusion",)
+    inputs = onnx.encode(TEXTS)
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
+    torch.testing.assert_close(torch.from_numpy(onnx.run(inputs)), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_classify_cli_prints_labels_and_refuses_bad_input(exported, tmp_path, capsys, monkeypatch):

@@ -7,7 +7,7 @@
 - :mod:`~lmcourse.compression.pruning`: :func:`magnitude_prune` (``torch.nn.utils.prune``),
   :func:`head_importance` (Michel et al. 2019), :func:`prune_heads`;
 - :mod:`~lmcourse.compression.onnx_export`: :func:`export_onnx`, :class:`OnnxClassifier`,
-  :func:`quantize_onnx_int8`;
+  :func:`quantize_onnx_int8`, :func:`optimized_op_counts`;
 - :mod:`~lmcourse.compression.speed`: parameters, size on disk, latency and throughput.
 """
 
@@ -31,7 +31,12 @@ from lmcourse.compression.evaluation import (
     teacher_speedup,
     torch_logits,
 )
-from lmcourse.compression.onnx_export import OnnxClassifier, export_onnx, quantize_onnx_int8
+from lmcourse.compression.onnx_export import (
+    OnnxClassifier,
+    export_onnx,
+    optimized_op_counts,
+    quantize_onnx_int8,
+)
 from lmcourse.compression.pruning import (
     attention_layers,
     head_counts,
@@ -85,6 +90,7 @@ __all__ = [
     "median_seconds",
     "nonzero_parameters",
     "onnx_logits",
+    "optimized_op_counts",
     "pareto_front",
     "plot_pareto",
     "prune_heads",

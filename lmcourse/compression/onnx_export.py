@@ -13,7 +13,9 @@ import io
 import json
 import logging
 import os
+import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,8 +94,14 @@ def quantize_onnx_int8(folder: str | os.PathLike, out_folder: str | os.PathLike,
     for f in folder.iterdir():
         if f.is_file() and f.name != MODEL_FILE:
             shutil.copy2(f, out_folder / f.name)
-    quantize_dynamic(str(folder / MODEL_FILE), str(out_folder / MODEL_FILE), weight_type=QuantType.QInt8,
-                     per_channel=per_channel)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "consider to run pre-processing": shape inference, which export already did
+    try:
+        quantize_dynamic(str(folder / MODEL_FILE), str(out_folder / MODEL_FILE), weight_type=QuantType.QInt8,
+                         per_channel=per_channel)
+    finally:
+        root.setLevel(level)
     return out_folder / MODEL_FILE
 
 
@@ -107,24 +115,56 @@ def _check_folder(folder: Path) -> None:
                                    "missing (lmcourse.compression.export_onnx writes them)")
 
 
+def _session(path: Path, threads: int, disabled_optimizers: Sequence[str] = (), optimized_path: Path | None = None):
+    """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread, the named graph
+    optimizations (fusions) switched off, and optionally the optimized graph written to ``optimized_path``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # ORT warns about every fusion it could not apply; not the reader's business
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
+
+
+def optimized_op_counts(folder: str | os.PathLike, disabled_optimizers: Sequence[str] = ()) -> Counter:
+    """How many nodes of each operator type the graph ONNX Runtime actually runs holds, after its own graph
+    optimizations (fusions such as ``SkipLayerNormFusion`` merge the residual add and LayerNorm into one
+    ``SkipLayerNormalization`` node), with ``disabled_optimizers`` switched off.
+
+    ONNX Runtime ignores optimizer names it does not know, silently: comparing counts is how to see that a
+    name took effect."""
+    import onnx
+
+    folder = Path(folder)
+    _check_folder(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        _session(folder / MODEL_FILE, 1, disabled_optimizers, optimized_path=out)
+        graph = onnx.load(str(out)).graph
+        return Counter(node.op_type for node in graph.node)
+
+
 class OnnxClassifier:
     """An exported model folder run with ONNX Runtime on the CPU: tokenise, run, softmax.
 
-    ``threads``: ONNX Runtime's intra-op threads (default 1, like the course's timings)."""
+    ``threads``: ONNX Runtime's intra-op threads (default 1, like the course's timings).
+    ``disabled_optimizers``: ONNX Runtime graph optimizations to switch off by name, for example
+    ``("SkipLayerNormFusion",)``; a fusion is not always faster on every CPU and thread count, so the notebook
+    measures both (:func:`optimized_op_counts` shows what a name changed)."""
 
-    def __init__(self, folder: str | os.PathLike, threads: int = 1):
-        import onnxruntime as ort
+    def __init__(self, folder: str | os.PathLike, threads: int = 1, disabled_optimizers: Sequence[str] = ()):
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
         _check_folder(self.folder)
         self.meta: dict[str, Any] = json.loads((self.folder / META_FILE).read_text(encoding="utf-8"))
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.folder / MODEL_FILE), options,
-                                            providers=["CPUExecutionProvider"])
+        self.disabled_optimizers = tuple(disabled_optimizers)
+        self.session = _session(self.folder / MODEL_FILE, threads, self.disabled_optimizers)
 
     @property
     def labels(self) -> list[str]:
