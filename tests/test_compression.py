@@ -172,6 +172,16 @@ def test_per_channel_int8_matches_torch_quantized_tensors():
     assert bool(((w - dequantize(codes, scales)).abs() <= scales[:, None] / 2 + 1e-6).all())
 
 
+def test_per_channel_codes_round_as_torch_does_on_many_weights():
+    # near-ties are rare (about one weight in a million), so compare torch's codes on 4M weights
+    g = torch.Generator().manual_seed(1)
+    for _ in range(24):
+        w = torch.randn(384, 384, generator=g) * 0.05
+        codes, scales = quantize_per_channel(w, bits=8)
+        q = torch.quantize_per_channel(w, scales.double(), torch.zeros(384, dtype=torch.long), 0, torch.qint8)
+        torch.testing.assert_close(codes, q.int_repr(), rtol=0, atol=0)
+
+
 def test_quantization_error_halves_per_bit_and_bad_input():
     w = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
     errors = [quantization_error(w, b) for b in (2, 3, 4, 6, 8, 12)]

@@ -34,7 +34,9 @@ def quantize_per_channel(weight: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]
     w = weight.detach().float()
     scales = w.abs().amax(dim=1) / qmax
     scales = torch.where(scales > 0, scales, torch.ones_like(scales))
-    codes = torch.clamp(torch.round(w / scales[:, None]), -qmax, qmax)
+    # w · (1/scale), not w / scale: torch's quantize kernels multiply by the float reciprocal, and the two round
+    # differently for about one weight in a million (a code off by one)
+    codes = torch.clamp(torch.round(w * (1.0 / scales)[:, None]), -qmax, qmax)
     dtype = torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
     return codes.to(dtype), scales
 
