@@ -153,7 +153,8 @@ PROFILES: dict[str, Profile] = {
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0,), "augment_tasks": ("cola",),
                      "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
-                     "timing_length": 32, "timing_repeats": 3},
+                     "timing_length": 32, "timing_repeats": 3,
+                     "timing_threads": 1},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 192, "epochs": 1, "lr": 1e-4, "max_length": 64, "eval": 96,
                           "sentences": 6,
@@ -253,14 +254,16 @@ PROFILES: dict[str, Profile] = {
                                 "ft_train": 2000, "ft_eval": None, "ft_steps": 50, "ft_batch": 16, "ft_lr": 1e-3,
                                 "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: 3 teacher seeds (8000 examples), 3 seeds of 5 runs of 3-layer students (1000 examples, 2 epochs,
-        # bf16 autocast); 15 student runs of 1500 examples alone took 16 min of a shared 2-core machine
+        # bf16 autocast): 696 s on an idle 2-core machine with both cores (1084 s on one thread). Batch-1 timings
+        # run on one thread (timing_threads); the notebook then times the goal's two models on every core
         compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
                      "teacher_seeds": (0, 1, 2), "student_train": 1000, "student_epochs": 2, "student_lr": 1e-4,
                      "max_length": 64, "pair_max_length": 128,
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola",),
                      "augment_texts": 1000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
-                     "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20},
+                     "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20,
+                     "timing_threads": 1},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 8000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
                           "sentences": 250,
@@ -347,7 +350,8 @@ PROFILES: dict[str, Profile] = {
                      "temperature": 2.0, "alpha": 0.5, "seeds": (0, 1, 2), "augment_tasks": ("cola", "mrpc", "rte"),
                      "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
-                     "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30},
+                     "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30,
+                     "timing_threads": 1},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": None, "epochs": 2, "lr": 3e-5, "max_length": 128, "eval": None,
                           "sentences": 872,

@@ -34,6 +34,7 @@ from lmcourse.compression import (
     size_on_disk,
     sparsity_of,
     student_from_teacher,
+    torch_threads,
     weight_only_int8,
 )
 from lmcourse.errors import ArgumentError, DataUnavailableError
@@ -180,6 +181,21 @@ def test_per_channel_codes_round_as_torch_does_on_many_weights():
         codes, scales = quantize_per_channel(w, bits=8)
         q = torch.quantize_per_channel(w, scales.double(), torch.zeros(384, dtype=torch.long), 0, torch.qint8)
         torch.testing.assert_close(codes, q.int_repr(), rtol=0, atol=0)
+
+
+def test_torch_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with torch_threads(target) as n:
+        assert n == target and torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), torch_threads(target):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before  # restored after an error too
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ArgumentError, match="threads"), torch_threads(bad):
+            pass
+    assert torch.get_num_threads() == before
 
 
 def test_quantization_error_halves_per_bit_and_bad_input():

@@ -8,7 +8,8 @@
   :func:`head_importance` (Michel et al. 2019), :func:`prune_heads`;
 - :mod:`~lmcourse.compression.onnx_export`: :func:`export_onnx`, :class:`OnnxClassifier`,
   :func:`quantize_onnx_int8`, :func:`optimized_op_counts`;
-- :mod:`~lmcourse.compression.speed`: parameters, size on disk, latency and throughput.
+- :mod:`~lmcourse.compression.speed`: parameters, size on disk, latency and throughput (at a stated
+  thread count: :func:`torch_threads`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from lmcourse.compression.speed import (
     size_on_disk,
     time_model,
     torch_runner,
+    torch_threads,
 )
 
 __all__ = [
@@ -107,6 +109,7 @@ __all__ = [
     "time_model",
     "torch_logits",
     "torch_runner",
+    "torch_threads",
     "unlabelled_texts",
     "weight_only_int8",
 ]

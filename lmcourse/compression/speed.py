@@ -8,6 +8,7 @@ saved with ``torch.save``, the only format its packed int8 weights have).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import statistics
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from lmcourse.errors import ArgumentError
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -75,6 +78,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) ->
         fn()
         times.append(time.perf_counter() - start)
     return float(statistics.median(times))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """PyTorch's intra-op thread count set to ``threads`` inside the block and restored after it, even on an
+    error: timings run at a stated thread count while training keeps the run context's."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ArgumentError(f"threads must be an integer >= 1, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def fixed_inputs(tokenizer, length: int, batch: int) -> dict[str, np.ndarray]:
