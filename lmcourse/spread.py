@@ -12,6 +12,7 @@ difference at this budget".
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,32 @@ def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tup
     sb = b if isinstance(b, Spread) else spread(b)
     return Comparison(names[0], names[1], sa, sb)
 
+
+def significant_gains(comparisons: Sequence[Comparison], fdr: float = 0.05) -> list[bool]:
+    """Which of several comparisons show ``a`` above ``b`` when they are read together.
+
+    Any one of ten comparisons clears its spread by chance far more often than a single one does, so a claim
+    of the form "some variant beats its control" must pass a correction for multiple comparisons. Each gain
+    gets a one-sided Welch test (``scipy.stats.ttest_ind``, ``alternative="greater"``), and the p-values of all
+    comparisons go through Benjamini–Hochberg (``scipy.stats.false_discovery_control``) at rate ``fdr``. A
+    comparison counts only when it is also :attr:`Comparison.measurable` with a positive gap. Sides with no
+    variance at all give no test (p = 1)."""
+    from scipy import stats
+
+    if not 0 < fdr < 1:
+        raise ArgumentError(f"fdr is a false-discovery rate in (0, 1), got {fdr}")
+    if not comparisons:
+        return []
+    pvalues = []
+    for c in comparisons:
+        p = float("nan")
+        if c.a.n >= 2 and c.b.n >= 2 and (c.a.std > 0 or c.b.std > 0):
+            with warnings.catch_warnings():  # one side of identical scores (a run stuck at the majority class)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = stats.ttest_ind(c.a.values, c.b.values, equal_var=False, alternative="greater").pvalue
+        pvalues.append(1.0 if not math.isfinite(p) else float(p))
+    adjusted = stats.false_discovery_control(pvalues, method="bh")
+    return [bool(c.measurable and c.difference > 0 and q <= fdr) for c, q in zip(comparisons, adjusted)]
 
 def seed_table(rows: Sequence[dict[str, Any]], by: Sequence[str], value: str, digits: int = 3):
     """One row per group of ``by``: runs, mean, std and the printable ``mean ± std`` (a DataFrame).

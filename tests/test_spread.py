@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lmcourse.errors import ArgumentError
-from lmcourse.spread import NO_DIFFERENCE, compare, plot_seeds, seed_table, spread
+from lmcourse.spread import NO_DIFFERENCE, compare, plot_seeds, seed_table, significant_gains, spread
 
 
 def test_spread_matches_the_sample_statistics():
@@ -74,3 +74,29 @@ def test_plot_seeds_draws_every_seed_and_the_mean():
     line = ax.lines[0]  # the errorbar's mean markers
     assert np.allclose(line.get_ydata(), [k / 100 + 0.001 for k in (8, 16, 64)])
     plt.close(fig)
+
+
+def test_significant_gains_corrects_for_many_comparisons():
+    from scipy import stats
+
+    # a gain just past its spread (0.021 against 0.020; one-sided Welch p = 0.005) ...
+    chance = compare([0.70, 0.72, 0.70, 0.72, 0.71], [0.699, 0.679, 0.699, 0.679, 0.689], ("lucky", "twin"))
+    assert chance.measurable and chance.difference > 0
+    rng = np.random.default_rng(0)
+    nulls = [compare(rng.normal(0.7, 0.01, 5), rng.normal(0.7, 0.01, 5)) for _ in range(9)]
+    real = compare([0.90, 0.91, 0.92, 0.90, 0.91], [0.70, 0.71, 0.70, 0.69, 0.70], ("pretrained", "twin"))
+    # ... passes alone, but not as one of ten comparisons; a large gain passes among them
+    assert significant_gains([chance]) == [True]
+    assert significant_gains([chance, *nulls]) == [False] * 10
+    got = significant_gains([chance, *nulls, real])
+    assert got[-1] is True and not any(got[1:-1])
+    # the same as scipy's one-sided Welch tests followed by Benjamini-Hochberg
+    p = [stats.ttest_ind(c.a.values, c.b.values, equal_var=False, alternative="greater").pvalue
+         for c in [chance, *nulls, real]]
+    q = stats.false_discovery_control(p, method="bh")
+    assert got == [bool(c.measurable and c.difference > 0 and qi <= 0.05) for c, qi in zip([chance, *nulls, real], q)]
+    # a loss is never a gain; no variance gives no test; bad rates and no comparisons
+    assert significant_gains([compare([0.5, 0.5], [0.6, 0.6])]) == [False]
+    assert significant_gains([]) == []
+    with pytest.raises(ArgumentError, match="fdr"):
+        significant_gains([real], fdr=0)
