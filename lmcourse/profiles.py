@@ -254,7 +254,7 @@ PROFILES: dict[str, Profile] = {
                                 "ft_train": 2000, "ft_eval": None, "ft_steps": 50, "ft_batch": 16, "ft_lr": 1e-3,
                                 "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: 3 teacher seeds (8000 examples), 3 seeds of 5 runs of 3-layer students (1000 examples, 2 epochs,
-        # bf16 autocast): 696 s on an idle 2-core machine with both cores (1084 s on one thread). Batch-1 timings
+        # bf16 autocast): 733 s on an idle 2-core machine with both cores (1084 s on one thread). Batch-1 timings
         # run on one thread (timing_threads); the notebook then times the goal's two models on every core
         compression={"task": "sst2", "teacher_train": 8000, "teacher_epochs": 1, "teacher_lr": 5e-5,
                      "teacher_seeds": (0, 1, 2), "student_train": 1000, "student_epochs": 2, "student_lr": 1e-4,
