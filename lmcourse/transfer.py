@@ -13,7 +13,7 @@ asked about. The study therefore measures *curves with seeds*:
 * **the learning rate per initialisation**, chosen on examples held out from train
   (:func:`choose_learning_rate`), never on the reported dev set;
 * **score against pretraining compute** (checkpoints along one run) and where a fit in log-compute would
-  cross the random-init score (:func:`crossing_point`), with a bootstrap interval;
+  cross the random-init score (:func:`crossing_point`), with a bootstrap confidence set;
 * **a causal test** of a proposed mechanism: swap one part of a trained encoder for its random-init
   counterpart (:func:`fresh_word_embeddings`) and fine-tune again.
 """
@@ -449,36 +449,68 @@ def distillation_step_outputs(model: HiddenStateDistillation, batch: dict[str, T
 
 
 # ------------------------------------------------------------------------------------------ compute
+_FLAT = 1e-9  # a slope per decade below this is a flat line (equal scores give ~1e-17, not 0)
+_REACH = 10.0  # the confidence set is searched this many decades either side of the checkpoints
+_STEP = 0.01  # in decades
+
+
 @dataclass(frozen=True)
 class Crossing:
     """Where a straight line in log10(pretraining FLOPs) through the checkpoints' scores reaches the
-    reference (random-init) mean, with a bootstrap over the seeds of every point."""
+    reference (random-init) mean, with a bootstrap over the seeds of every point.
+
+    The uncertainty is a *confidence set* found by inverting the bootstrap, as Fieller's interval does for a
+    ratio: every log10 FLOPs at which the bootstrap's central 68 % of ``line - reference`` contains zero. A
+    percentile interval of the bootstrap crossings themselves would be wrong here: the crossing is a ratio
+    whose denominator, the slope, is often near zero, and such an interval need not even contain the point
+    estimate. The set can be one segment, a segment open at either end, or two rays (when the slope's sign is
+    uncertain)."""
 
     slope: float  # score per decade of pretraining FLOPs
     intercept: float
     reference: float  # the random-init mean the line is compared with
     log10_flops: float | None  # None when the fitted slope is not positive (the line never gets there)
-    interval: tuple[float, float] | None  # 16th and 84th percentiles of the bootstrap crossings
+    confidence_set: tuple[tuple[float, float], ...]  # segments of log10 FLOPs; -inf / inf: open at that end
     positive_share: float  # share of bootstrap fits with a positive slope
     already_above: bool  # the best checkpoint's mean is already above the reference
     last_log10_flops: float  # the largest checkpoint's compute
+    first_log10_flops: float  # the smallest checkpoint's compute
+    band: float = 0.68  # the central share of the bootstrap behind ``confidence_set``
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The segment of the confidence set that holds the point estimate (None without one)."""
+        if self.log10_flops is None:
+            return None
+        return next((seg for seg in self.confidence_set if seg[0] <= self.log10_flops <= seg[1]), None)
 
     def describe(self) -> str:
+        rising = f"{self.positive_share:.0%} of the bootstrap fits rise with compute"
+        where_set = (f"{self.band:.0%} confidence set {_segments(self.confidence_set)}" if self.confidence_set
+                     else f"no compute is in its {self.band:.0%} confidence set")
         if self.log10_flops is None:
-            return (f"the fit falls or stays flat with compute (slope {self.slope:+.4f} per decade): "
-                    "no crossing is predicted")
-        if self.log10_flops > self.last_log10_flops + 10:
+            return (f"the fit falls or stays flat with compute (slope {self.slope:+.4f} per decade): no crossing is "
+                    f"predicted; {rising}")
+        if not self.first_log10_flops - _REACH <= self.log10_flops <= self.last_log10_flops + _REACH:
             return (f"slope {self.slope:+.4f} per decade of compute: the fit reaches the reference more than ten "
-                    "decades beyond the last checkpoint, which is no prediction at all")
-        where = f"10^{self.log10_flops:.1f} FLOPs"
-        if self.interval is not None:
-            where += f" (bootstrap 68% interval 10^{self.interval[0]:.1f} to 10^{self.interval[1]:.1f})"
+                    f"decades {'beyond the last' if self.log10_flops > self.last_log10_flops else 'before the first'} "
+                    f"checkpoint, which is no prediction at all; {rising}")
         state = "has crossed it" if self.already_above else "would cross it"
-        return (f"slope {self.slope:+.4f} per decade of compute; the fit {state} at {where}; "
-                f"{self.positive_share:.0%} of the bootstrap fits rise with compute")
+        return (f"slope {self.slope:+.4f} per decade of compute; the fit {state} at 10^{self.log10_flops:.1f} FLOPs "
+                f"({where_set}); {rising}")
 
 
-_FLAT = 1e-9  # a slope per decade below this is a flat line (equal scores give ~1e-17, not 0)
+def _segments(segments: Sequence[tuple[float, float]]) -> str:
+    def one(lo: float, hi: float) -> str:
+        if math.isinf(lo) and math.isinf(hi):
+            return "any compute"
+        if math.isinf(lo):
+            return f"below 10^{hi:.1f} FLOPs"
+        if math.isinf(hi):
+            return f"above 10^{lo:.1f} FLOPs, without bound"
+        return f"10^{lo:.1f} to 10^{hi:.1f} FLOPs"
+
+    return " or ".join(one(lo, hi) for lo, hi in segments)
 
 
 def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -486,11 +518,27 @@ def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _runs(inside: np.ndarray, grid: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """The runs of True in ``inside`` as (start, end) on ``grid``; a run that touches an end is open there."""
+    runs, k = [], 0
+    while k < len(inside):
+        if not inside[k]:
+            k += 1
+            continue
+        j = k
+        while j + 1 < len(inside) and inside[j + 1]:
+            j += 1
+        runs.append((-math.inf if k == 0 else float(grid[k]), math.inf if j == len(inside) - 1 else float(grid[j])))
+        k = j + 1
+    return tuple(runs)
+
+
 def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], reference: Sequence[float], *,
-                   n_boot: int = 2000, seed: int = 0) -> Crossing:
+                   n_boot: int = 2000, seed: int = 0, band: float = 0.68) -> Crossing:
     """Fit ``score = a + b·log10(FLOPs)`` through every seed's score of every checkpoint (``flops[i]`` > 0,
     ``scores[i]``: one score per seed) and solve for the mean of ``reference`` (the random-init scores).
-    The bootstrap resamples the seeds of every checkpoint and of the reference."""
+    The bootstrap resamples the seeds of every checkpoint and of the reference; the confidence set is every
+    compute where the bootstrap's central ``band`` of ``line - reference`` holds zero."""
     if len(flops) != len(scores) or len(flops) < 2:
         raise ArgumentError("crossing_point needs one list of seed scores per checkpoint, at least two checkpoints")
     if any(f <= 0 for f in flops) or len(set(flops)) < 2:
@@ -498,31 +546,34 @@ def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], re
                             "checkpoint out: it is the reference)")
     if not reference or any(len(s) == 0 for s in scores):
         raise ArgumentError("crossing_point needs at least one score per checkpoint and for the reference")
+    if int(n_boot) < 1:
+        raise ArgumentError(f"crossing_point needs at least one bootstrap draw (got n_boot={n_boot})")
+    if not 0 < band < 1:
+        raise ArgumentError(f"crossing_point's band is a share of the bootstrap, between 0 and 1 (got {band})")
     logs = np.log10(np.asarray(flops, dtype=float))
     groups = [np.asarray(s, dtype=float) for s in scores]
     ref = np.asarray(reference, dtype=float)
 
-    def solve(gs: list[np.ndarray], r: np.ndarray) -> tuple[float, float, float | None]:
+    def fit(gs: list[np.ndarray]) -> tuple[float, float]:
         x = np.concatenate([np.full(len(g), lx) for g, lx in zip(gs, logs, strict=True)])
-        b, a = _fit_line(x, np.concatenate(gs))
-        if b <= _FLAT:  # flat or falling: the line never reaches a higher reference
-            return b, a, None
-        return b, a, (float(r.mean()) - a) / b
+        return _fit_line(x, np.concatenate(gs))
 
-    slope, intercept, at = solve(groups, ref)
+    slope, intercept = fit(groups)
+    at = (float(ref.mean()) - intercept) / slope if slope > _FLAT else None
     rng = np.random.default_rng(seed)
-    crossings, positive = [], 0
-    for _ in range(int(n_boot)):
-        gs = [rng.choice(g, size=len(g), replace=True) for g in groups]
-        b, _a, x = solve(gs, rng.choice(ref, size=len(ref), replace=True))
-        positive += b > 0
-        if x is not None and math.isfinite(x):
-            crossings.append(x)
-    interval = (float(np.percentile(crossings, 16)), float(np.percentile(crossings, 84))) if crossings else None
+    draws = np.empty((int(n_boot), 3))  # slope, intercept, reference mean of every bootstrap draw
+    for k in range(int(n_boot)):
+        b, a = fit([rng.choice(g, size=len(g), replace=True) for g in groups])
+        draws[k] = b, a, rng.choice(ref, size=len(ref), replace=True).mean()
+    grid = np.arange(logs.min() - _REACH, logs.max() + _REACH + _STEP / 2, _STEP)
+    gaps = draws[:, 1:2] + draws[:, 0:1] * grid[None, :] - draws[:, 2:3]  # line - reference, draw x compute
+    low, high = np.percentile(gaps, [50 * (1 - band), 50 * (1 + band)], axis=0)
     best = max(float(g.mean()) for g in groups)
     return Crossing(slope=slope, intercept=intercept, reference=float(ref.mean()), log10_flops=at,
-                    interval=interval if at is not None else None, positive_share=positive / max(int(n_boot), 1),
-                    already_above=best > float(ref.mean()), last_log10_flops=float(logs.max()))
+                    confidence_set=_runs((low <= 0) & (high >= 0), grid),
+                    positive_share=float((draws[:, 0] > 0).mean()) if len(draws) else 0.0,
+                    already_above=best > float(ref.mean()), last_log10_flops=float(logs.max()),
+                    first_log10_flops=float(logs.min()), band=band)
 
 
 # ------------------------------------------------------------------------------------------ pictures

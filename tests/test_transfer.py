@@ -4,6 +4,8 @@ answer, and the fine-tuning helpers end to end on a tiny random BERT."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -277,6 +279,27 @@ def test_crossing_point_flat_and_far_lines_predict_nothing():
     assert flat.log10_flops is None and "no crossing" in flat.describe()
     far = crossing_point(flops, [[0.5], [0.5001], [0.5002]], reference=[0.9], n_boot=50)
     assert far.log10_flops > 14 + 10 and "no prediction" in far.describe()
+
+
+def test_crossing_confidence_set_holds_the_point_estimate_when_the_slope_is_uncertain():
+    # checkpoints barely above random init with a slope of either sign: a percentile interval of the bootstrap
+    # crossings (a ratio over a slope near zero) gave 10^9.35-10^11.0 here and left out its own estimate, 10^9.2
+    flops = [1e11, 10**11.3]
+    reference = [0.684, 0.666, 0.679, 0.683, 0.684]
+    scores = [[0.688, 0.666, 0.702, 0.686, 0.702], [0.715, 0.684, 0.674, 0.695, 0.684]]
+    c = crossing_point(flops, scores, reference, n_boot=500)
+    assert c.log10_flops == pytest.approx(9.2, abs=0.05) and 0.3 < c.positive_share < 0.7
+    assert c.interval is not None and c.interval[0] <= c.log10_flops <= c.interval[1]
+    # the slope's sign is open, so the set is two rays: below the data and above them, nothing bounds it
+    assert len(c.confidence_set) == 2 and c.confidence_set[0][0] == -math.inf and c.confidence_set[1][1] == math.inf
+    assert "below 10^" in c.describe() and "without bound" in c.describe()
+    # a line known well: a bounded set around the true crossing, 16.0 (one decade of noise-free rise is 0.02)
+    tight = crossing_point([1e12, 1e13, 1e14], [[0.5 + 0.02 * k + d for d in (-0.002, 0.0, 0.002)] for k in range(3)],
+                           reference=[0.579, 0.58, 0.581], n_boot=300)
+    (lo, hi), = tight.confidence_set
+    assert 15.5 < lo < 16.0 < hi < 16.5
+    with pytest.raises(ArgumentError, match="bootstrap draw"):
+        crossing_point([1e12, 1e13], [[0.5], [0.6]], reference=[0.5], n_boot=0)
 
 
 def test_unlabelled_text_is_the_training_sentences_of_each_task():
