@@ -185,13 +185,14 @@ def unlabelled_text(tasks: Iterable[str], split: str = "train") -> list[str]:
 
 # ------------------------------------------------------------------------------------------ probes
 def blas_threads():
-    """A context in which NumPy's and SciPy's BLAS use as many threads as torch (the run context's
-    ``threads``): ``RunContext.apply`` sets torch's only, and a BLAS left at every core oversubscribes a
-    shared or one-thread run (a probe's logistic regression ran several times slower that way). Enter it
+    """A context in which NumPy's and SciPy's BLAS run on one thread. A probe's problem is a few thousand rows by
+    a few hundred features: lbfgs then makes matrix-vector products, which a second thread does not speed up.
+    On a 2-core machine OpenBLAS's second thread made the same fit 13 times slower (3.4 s instead of 0.26 s at
+    n = 3000, 384 features), and one thread also keeps the numbers independent of the core count. Enter it
     after importing scikit-learn: only libraries already loaded are limited."""
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=torch.get_num_threads())
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def nested_subset(pool_size: int, n: int, seed: int) -> np.ndarray:

@@ -160,7 +160,7 @@ def test_linear_probe_learns_signal_and_never_looks_at_eval_labels():
         linear_probe(x[:10], y[:10], x[10:20], y[10:20], "stsb")
 
 
-def test_linear_probe_fits_with_as_many_blas_threads_as_torch(monkeypatch):
+def test_linear_probe_fits_on_one_blas_thread(monkeypatch):
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_info
 
@@ -174,12 +174,12 @@ def test_linear_probe_fits_with_as_many_blas_threads_as_torch(monkeypatch):
     monkeypatch.setattr(StandardScaler, "fit", spy)
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(2)  # torch's count is not the probe's: a second BLAS thread only slows it down
         x = np.random.default_rng(0).normal(size=(60, 3))
         linear_probe(x[:40], (x[:40, 0] > 0).astype(int), x[40:], (x[40:, 0] > 0).astype(int), "sst2")
     finally:
         torch.set_num_threads(threads)
-    assert seen and all(s <= {1} for s in seen)  # the fit ran with one BLAS thread, like torch
+    assert seen and all(s == {1} for s in seen)  # the fit ran with one BLAS thread
 
 
 def test_probe_curve_rows_follow_sizes_and_seeds():
