@@ -43,6 +43,26 @@ def test_bert_blocks(tok):
     assert inner == ref[:len(inner)]
 
 
+def test_blocks_ignore_a_tokenizer_files_padding_and_truncation():
+    from transformers import AutoTokenizer
+
+    from lmcourse.models import resolve
+
+    minilm = AutoTokenizer.from_pretrained(resolve("minilm-l6"))  # its tokenizer.json pads and cuts to 128
+    assert minilm.backend_tokenizer.padding is not None and minilm.backend_tokenizer.truncation is not None
+    texts = ["a great movie", "bad", " ".join(["long"] * 300)]
+    ids = PT.token_ids(minilm, texts)
+    blocks = PT.bert_blocks(minilm, texts * 4, 16)
+    segments = PT.tokenize_segments(minilm, [["a great movie . bad ."]])
+    assert minilm.backend_tokenizer.padding is not None  # the tokenizer passed in is left as it was
+    # (calling the tokenizer itself, as below, resets its backend's padding: the bug showed only before that)
+    assert ids == [minilm(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert [len(i) for i in ids[:2]] == [3, 1] and len(ids[2]) == 300  # no [PAD], nothing cut
+    assert len(blocks) == (304 * 4) // 14 and minilm.pad_token_id not in {t for b in blocks for t in b}
+    assert segments == [[minilm("a great movie .", add_special_tokens=False)["input_ids"],
+                         minilm("bad .", add_special_tokens=False)["input_ids"]]]
+
+
 def test_masking_is_15_percent_80_10_10(tok):
     blocks = PT.bert_blocks(tok, T.corpus_lines(max_lines=1500), 64)[:400]
     original = torch.tensor(blocks)

@@ -37,6 +37,7 @@ from lmcourse.pretraining.data import (
     pack_blocks,
     sentence_segments,
     split_documents,
+    token_ids,
     tokenize_segments,
 )
 from lmcourse.pretraining.evaluation import (
@@ -124,6 +125,7 @@ __all__ = [
     "span_counts",
     "split_documents",
     "token_counts",
+    "token_ids",
     "tokenize_segments",
     "train",
     "train_with_trainer",

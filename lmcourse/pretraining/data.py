@@ -39,9 +39,24 @@ def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int, separator: 
     return [stream[i * block_size:(i + 1) * block_size] for i in range(n)]
 
 
+def token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """The token ids of every text, without special tokens, padding or truncation, whatever the tokenizer's
+    file asks for. A released tokenizer can pad and truncate every text itself (all-MiniLM-L6-v2's pads and
+    cuts everything to 128 tokens); packed into blocks, that would be mostly ``[PAD]`` and cut lines. The
+    tokenizer passed in is not changed: a copy without padding and truncation encodes."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if backend.padding is not None or backend.truncation is not None:
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+    return [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+
+
 def bert_blocks(tokenizer, texts: Sequence[str], block_size: int) -> list[list[int]]:
     """Texts → ``[CLS] ... [SEP]`` blocks of exactly ``block_size`` tokens (content packed across lines)."""
-    ids = [e.ids for e in tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+    ids = token_ids(tokenizer, texts)
     inner = pack_blocks(ids, block_size - 2)
     return [[tokenizer.cls_token_id, *b, tokenizer.sep_token_id] for b in inner]
 
@@ -78,9 +93,7 @@ def sentence_segments(doc: Sequence[str]) -> list[str]:
 def tokenize_segments(tokenizer, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Each document as a list of token-id lists, one per sentence (:func:`sentence_segments`), without
     special tokens: the input :func:`build_nsp_pairs` expects."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    return [[e.ids for e in backend.encode_batch(sentence_segments(doc), add_special_tokens=False)]
-            for doc in documents]
+    return [token_ids(tokenizer, sentence_segments(doc)) for doc in documents]
 
 
 @dataclass
