@@ -132,9 +132,9 @@ PROFILES: dict[str, Profile] = {
                   "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 3, "batch": 4, "block": 32, "lr": 1e-4,
                                     "warmup": 1, "eval_blocks": 8},
-                  "distill": {"teacher": "minilm-l6", "steps": 6, "batch": 4, "lr": 1e-3, "warmup": 1,
-                              "layer_pairs": ((0, 0), (1, 3), (2, 6))},
-                  "assert_n": None, "assert_margin": None},
+                  "distill": {"teacher": "minilm-l6", "corpus": "task", "steps": 6, "batch": 4, "block": 32,
+                              "lr": 1e-3, "warmup": 1, "layer_pairs": ((0, 0), (1, 3), (2, 6))},
+                  "assert_n": None, "assert_margin": None, "assert_distill": None},
         # 10: a tiny T5 on a slice of wikitext-2; text to text on a few hundred SST-2 / MRPC examples
         seq2seq={"hub_model": None, "corpus_lines": 1500, "heldout_lines": 100, "vocab": 2000, "sentinels": 32,
                  "d_model": 64, "d_kv": 16, "d_ff": 128, "layers": 2, "heads": 4, "ff": "gated-gelu",
@@ -235,10 +235,14 @@ PROFILES: dict[str, Profile] = {
                   # MiniLM continues MLM on the task text; a scratch-shaped student distils MiniLM's hidden states
                   "continued_mlm": {"model": "minilm-l6", "steps": 20, "batch": 16, "block": 64, "lr": 5e-5,
                                     "warmup": 2, "eval_blocks": 64},
-                  "distill": {"teacher": "minilm-l6", "steps": 40, "batch": 16, "lr": 7e-4, "warmup": 4,
-                              "layer_pairs": ((0, 0), (2, 3), (4, 6))},
-                  # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread
-                  "assert_n": 1000, "assert_margin": 0.05},
+                  # on the unlabelled task text (teacher-guided TAPT): 240 steps of 32 x 64 tokens, about 200 s.
+                  # In a trial on this machine the SST-2 probe at n = 1000 rose from its step 0's 0.58 to 0.61, 0.69
+                  # and 0.73 after 100, 200 and 400 steps (5 seeds each)
+                  "distill": {"teacher": "minilm-l6", "corpus": "task", "steps": 240, "batch": 32, "block": 64,
+                              "lr": 7e-4, "warmup": 12, "layer_pairs": ((0, 0), (2, 3), (4, 6))},
+                  # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread;
+                  # the distilled student beats its step 0 on the SST-2 probe at ckpt_n by at least this much
+                  "assert_n": 1000, "assert_margin": 0.05, "assert_distill": {"task": "sst2", "margin": 0.05}},
         # about 15 minutes on 2 cores: a 3-layer T5 (d 128) pretrained for 300 steps, GPT and BERT on its FLOPs,
         # 3 seeds of every fine-tuning on SST-2 and MRPC
         seq2seq={"hub_model": None, "corpus_lines": None, "heldout_lines": 2000, "vocab": 8000, "sentinels": 100,
@@ -327,9 +331,10 @@ PROFILES: dict[str, Profile] = {
                   "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 1000, "batch": 32, "block": 64, "lr": 5e-5,
                                     "warmup": 100, "eval_blocks": 256},
-                  "distill": {"teacher": "bert-base-uncased", "steps": 3000, "batch": 128, "lr": 5e-4,
-                              "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12))},
-                  "assert_n": 1000, "assert_margin": 0.05},
+                  # general distillation (TinyBERT's first stage) on the pretraining corpus: 49M tokens, < 1 pass
+                  "distill": {"teacher": "bert-base-uncased", "corpus": "pretraining", "steps": 3000, "batch": 128,
+                              "block": 128, "lr": 5e-4, "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12))},
+                  "assert_n": 1000, "assert_margin": 0.05, "assert_distill": None},
         # t5-small from the Hub (its tokenizer and weights) for the text-to-text tasks; the scratch T5 is bigger
         seq2seq={"hub_model": "google-t5/t5-small", "corpus_lines": None, "heldout_lines": 2000, "vocab": 32000,
                  "sentinels": 100, "d_model": 512, "d_kv": 64, "d_ff": 1024, "layers": 6, "heads": 8,
