@@ -215,9 +215,10 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
-        # at most 20 minutes on one thread: three scratch pretraining runs (MLM, MLM+NSP, TAPT) of 80 steps, short
-        # continued MLM and distillation, 5 seeds of every probe and fine-tuning; the whole probe curve only for
-        # MiniLM, its twin, continued MLM and the scratch step 0 and final checkpoints (the others at ckpt_n);
+        # 1055 s (17.6 min) on an idle 2-core machine at b04c1a4: three scratch pretraining runs (MLM, MLM+NSP, TAPT)
+        # of 80 steps, short continued MLM, 240 steps of distillation (220 s), 5 seeds of every probe and
+        # fine-tuning; the whole probe curve only for MiniLM, its twin, continued MLM and the scratch step 0 and
+        # final checkpoints (the others at ckpt_n);
         # every fine-tuning run costs a dev pass, so the variants are compared by the probe only.
         # The corpus of notebook 05 (the offline mirror has wikitext-2 validation and test, not train)
         transfer={"corpus": (("wikitext-2", "validation"), ("wikitext-2", "test"), ("tiny-shakespeare", "train")),
