@@ -203,16 +203,32 @@ def nested_subset(pool_size: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(int(seed)).permutation(pool_size)[:n]
 
 
+PROBE_METRIC = "accuracy"
+"""What probes and their baselines are scored by: the criterion the probe's C is chosen by, on every task.
+MRPC's GLUE metric, F1 of the "paraphrase" class, would rank a constant "paraphrase" above a probe that is
+more often right, since most of MRPC's pairs are paraphrases."""
+
+
+def _metric(task: str, preds: np.ndarray, labels: np.ndarray, metric: str) -> float:
+    from lmcourse.finetuning.trainer import task_metrics
+
+    scores = task_metrics(get_task(task).name, preds, labels)
+    if metric == "accuracy" and metric not in scores:  # CoLA's GLUE metric is MCC alone
+        return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+    if metric not in scores:
+        raise ArgumentError(f"{task} has no metric {metric!r}; it has {sorted(scores)}")
+    return float(scores[metric])
+
+
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, task: str,
-                 *, seed: int = 0, cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> float:
-    """The GLUE main metric of a logistic regression on frozen features (standardised). The inverse
-    regularisation C is chosen by 3-fold cross-validation *inside the training examples*; the eval set
-    only scores. A training set with one class predicts that class."""
+                 *, seed: int = 0, cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), metric: str = PROBE_METRIC
+                 ) -> float:
+    """``metric`` (accuracy unless asked, see :data:`PROBE_METRIC`) of a logistic regression on frozen
+    features (standardised). The inverse regularisation C is chosen by 3-fold cross-validation *inside the
+    training examples*; the eval set only scores. A training set with one class predicts that class."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from lmcourse.finetuning.trainer import task_metrics
 
     spec = get_task(task)
     if spec.is_regression:
@@ -228,11 +244,11 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, e
                 else LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
         with blas_threads():
             preds = make_pipeline(StandardScaler(), head).fit(train_x, train_y).predict(eval_x)
-    return float(task_metrics(spec.name, preds, np.asarray(eval_y))[spec.main_metric])
+    return _metric(task, preds, np.asarray(eval_y), metric)
 
 
 def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: str, *, sizes: Iterable[int],
-                seeds: Iterable[int], label: str) -> list[dict[str, Any]]:
+                seeds: Iterable[int], label: str, metric: str = PROBE_METRIC) -> list[dict[str, Any]]:
     """:func:`linear_probe` at every n of ``sizes`` (capped at the pool) for every seed, on the
     :func:`nested_subset` of that seed (the whole pool once: it is the same fit for every seed).
     Rows ``{"init": label, "task", "n", "seed", "score"}``."""
@@ -245,13 +261,14 @@ def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: 
                 continue  # the whole pool: every seed would fit the very same examples, so it runs once
             idx = np.sort(nested_subset(len(train_y), min(int(n), len(train_y)), seed))  # order-free fit
             rows.append({"init": label, "task": task, "n": len(idx), "seed": int(seed),
-                         "score": linear_probe(train_x[idx], train_y[idx], eval_x, eval_y, task, seed=int(seed))})
+                         "score": linear_probe(train_x[idx], train_y[idx], eval_x, eval_y, task, seed=int(seed),
+                                               metric=metric)})
     return rows
 
 
 def probe_curves(encoder: nn.Module, tokenizer, data: dict[str, tuple[Any, Any]], ctx: RunContext, *,
-                 sizes: dict[str, Sequence[int]], seeds: Iterable[int], max_length: int, label: str
-                 ) -> list[dict[str, Any]]:
+                 sizes: dict[str, Sequence[int]], seeds: Iterable[int], max_length: int, label: str,
+                 metric: str = PROBE_METRIC) -> list[dict[str, Any]]:
     """:func:`probe_curve` of one encoder on every task of ``data`` (``{task: (train pool, eval split)}``):
     its mean-pooled features computed once per split (:func:`encoder_features`), then the probes at
     ``sizes[task]`` for every seed."""
@@ -261,18 +278,17 @@ def probe_curves(encoder: nn.Module, tokenizer, data: dict[str, tuple[Any, Any]]
         fx = encoder_features(encoder, tokenizer, pool, task, ctx, max_length=max_length)
         fe = encoder_features(encoder, tokenizer, evaluation, task, ctx, max_length=max_length)
         rows += probe_curve(fx, pool["label"], fe, evaluation["label"], task, sizes=sizes[task], seeds=seeds,
-                            label=label)
+                            label=label, metric=metric)
     return rows
 
 
-def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds: Iterable[int]
-                   ) -> list[dict[str, Any]]:
+def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds: Iterable[int],
+                   metric: str = PROBE_METRIC) -> list[dict[str, Any]]:
     """Majority class and TF-IDF + logistic regression on the same nested subsets as :func:`probe_curve`
-    (``train``/``evaluation``: ``datasets.Dataset`` splits of the task; the whole pool once)."""
+    (``train``/``evaluation``: ``datasets.Dataset`` splits of the task; the whole pool once), scored by
+    ``metric`` like the probes."""
     from lmcourse.finetuning import tfidf_baseline
-    from lmcourse.finetuning.trainer import task_metrics
 
-    spec = get_task(task)
     eval_labels = np.asarray(evaluation["label"])
     rows = []
     seeds = list(seeds)
@@ -285,9 +301,11 @@ def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds:
             # the most frequent label of these n training examples, predicted for every eval example
             const = np.full(len(eval_labels), int(np.bincount(np.asarray(part["label"]).astype(int)).argmax()))
             with blas_threads():
-                tfidf = tfidf_baseline(task, part, evaluation, seed=int(seed))[spec.main_metric]
-            scores = {"majority class": task_metrics(spec.name, const, eval_labels)[spec.main_metric],
-                      "TF-IDF + LR": tfidf}
+                tfidf = tfidf_baseline(task, part, evaluation, seed=int(seed))
+            if metric not in tfidf:
+                raise ArgumentError(f"the TF-IDF baseline of {task} has no metric {metric!r}; pass one of "
+                                    f"{sorted(tfidf)} as metric")
+            scores = {"majority class": _metric(task, const, eval_labels, metric), "TF-IDF + LR": tfidf[metric]}
             rows += [{"init": name, "task": task, "n": len(idx), "seed": int(seed), "score": float(v)}
                      for name, v in scores.items()]
     return rows

@@ -207,6 +207,28 @@ def test_baseline_curve_majority_is_the_subset_majority_on_eval():
     assert len(tfidf) == 5 and all(0.0 <= s <= 1.0 for s in tfidf)
 
 
+def test_probes_and_baselines_score_accuracy_unless_asked():
+    # MRPC's GLUE metric is F1 of "paraphrase", which a constant "paraphrase" scores highly: probes use accuracy
+    train = load_glue("mrpc", "train").select(range(200))
+    evaluation = load_glue("mrpc", "validation").select(range(120))
+    labels = np.asarray(evaluation["label"])
+    rows = baseline_curve("mrpc", train, evaluation, sizes=[200], seeds=[0])
+    majority = next(r["score"] for r in rows if r["init"] == "majority class")
+    assert majority == pytest.approx(float(np.mean(labels == 1)))  # the subset's majority is "paraphrase"
+    f1 = next(r["score"] for r in baseline_curve("mrpc", train, evaluation, sizes=[200], seeds=[0], metric="f1")
+              if r["init"] == "majority class")
+    assert f1 == pytest.approx(2 * majority / (1 + majority)) and f1 > majority
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(320, 4))
+    y = (x[:, 0] + rng.normal(size=320) > 0).astype(int)  # noisy labels: accuracy and F1 differ
+    acc = linear_probe(x[:200], y[:200], x[200:], y[200:], "mrpc")
+    assert acc == pytest.approx(linear_probe(x[:200], y[:200], x[200:], y[200:], "mrpc", metric="accuracy"))
+    assert acc != pytest.approx(linear_probe(x[:200], y[:200], x[200:], y[200:], "mrpc", metric="f1"))
+    assert linear_probe(x[:200], y[:200], x[200:], y[200:], "cola") == pytest.approx(acc)  # MCC-only task
+    with pytest.raises(ArgumentError, match="no metric"):
+        linear_probe(x[:200], y[:200], x[200:], y[200:], "mrpc", metric="pearson")
+
+
 def test_crossing_point_on_known_lines():
     flops = [1e12, 1e13, 1e14]
     # score = 0.5 + 0.02 * (log10 F - 12), three seeds with symmetric noise: the fit recovers it exactly
