@@ -335,7 +335,8 @@ PROFILES: dict[str, Profile] = {
                   # general distillation (TinyBERT's first stage) on the pretraining corpus: 49M tokens, < 1 pass
                   "distill": {"teacher": "bert-base-uncased", "corpus": "pretraining", "steps": 3000, "batch": 128,
                               "block": 128, "lr": 5e-4, "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12))},
-                  "assert_n": 1000, "assert_margin": 0.05, "assert_distill": None},
+                  # no assertion until a gpu run has measured what to assert: none has run (no GPU was lent)
+                  "assert_n": None, "assert_margin": None, "assert_distill": None},
         # t5-small from the Hub (its tokenizer and weights) for the text-to-text tasks; the scratch T5 is bigger
         seq2seq={"hub_model": "google-t5/t5-small", "corpus_lines": None, "heldout_lines": 2000, "vocab": 32000,
                  "sentinels": 100, "d_model": 512, "d_kv": 64, "d_ff": 1024, "layers": 6, "heads": 8,
