@@ -137,29 +137,40 @@ def load_encoder(model: str, *, random_init: bool = False, ctx: RunContext | Non
 def encoder_features(encoder: nn.Module, tokenizer, dataset, task: str, ctx: RunContext, *, max_length: int,
                      batch_size: int = 64) -> np.ndarray:
     """Mean-pooled last hidden states of every example of a GLUE ``dataset`` (``float32``, one row per
-    example, in the dataset's order). Examples are batched by length, so padding costs little. The forward
-    passes run under the run context's autocast policy (bf16 where the device supports it, about twice as
-    fast on a CPU with bf16 units; the pooled features move by well under a percent)."""
+    example, in the dataset's order).
+
+    A sentence-pair task encodes each sentence on its own, ``u`` and ``v``, and returns InferSent's pair
+    features ``(u, v, |u - v|, u * v)`` (Conneau et al. 2017, §3.1; SentEval's classifier input), four times
+    the width. One vector pooled over the joint ``[CLS] a [SEP] b [SEP]`` input leaves a linear probe no way
+    to compare the two sentences, and a sentence encoder such as all-MiniLM-L6-v2 was trained on separate
+    sentences. Examples are batched by length, so padding costs little. The forward passes run under the run
+    context's autocast policy."""
+    spec = get_task(task)
+    encoder = encoder.to(ctx.device).eval()
+    pooled = [_mean_pooled(encoder, tokenizer, list(dataset[column]), ctx, max_length=max_length,
+                           batch_size=batch_size, desc=f"features {spec.name} {column}")
+              for column in spec.input_columns]
+    if len(pooled) == 1:
+        return pooled[0]
+    u, v = pooled
+    return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
+
+
+def _mean_pooled(encoder: nn.Module, tokenizer, texts: list[str], ctx: RunContext, *, max_length: int,
+                 batch_size: int, desc: str) -> np.ndarray:
     from tqdm.auto import tqdm
 
-    from lmcourse.finetuning import tokenize_glue
-
-    spec = get_task(task)
-    enc = tokenize_glue(dataset, tokenizer, spec, max_length)
-    lengths = np.asarray(enc["length"])
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    lengths = np.asarray([len(x) for x in enc["input_ids"]])
     order = np.argsort(-lengths, kind="stable")
-    encoder = encoder.to(ctx.device).eval()
-    out = np.zeros((len(enc), int(encoder.config.hidden_size)), dtype=np.float32)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc.column_names]
+    out = np.zeros((len(texts), int(encoder.config.hidden_size)), dtype=np.float32)
     pad = int(tokenizer.pad_token_id or 0)
-    for start in tqdm(range(0, len(order), batch_size), desc=f"features {spec.name}", leave=False):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[start:start + batch_size]
-        rows = enc.select(idx.tolist())
         width = int(lengths[idx].max())
-        batch = {}
-        for k in keys:
-            fill = pad if k == "input_ids" else 0
-            batch[k] = torch.tensor([r + [fill] * (width - len(r)) for r in rows[k]], device=ctx.device)
+        batch = {k: torch.tensor([enc[k][i] + [pad if k == "input_ids" else 0] * (width - len(enc[k][i]))
+                                  for i in idx], device=ctx.device) for k in keys}
         with ctx.autocast():
             hidden = encoder(**batch).last_hidden_state
         out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu().numpy()

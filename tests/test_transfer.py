@@ -109,16 +109,22 @@ def test_encoder_features_equal_one_example_at_a_time(tiny_bert):
     from transformers import AutoModel, AutoTokenizer
 
     tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    def pooled(text: str) -> np.ndarray:  # one sentence, no padding: the plain mean of its hidden states
+        with torch.no_grad():
+            return enc(**tok(text, truncation=True, max_length=24, return_tensors="pt")).last_hidden_state[0].mean(0)
+
     for task in ["sst2", "mrpc"]:
         ds = load_glue(task, "validation").select(range(11))
         feats = encoder_features(enc, tok, ds, task, SMOKE, max_length=24, batch_size=4)
-        assert feats.shape == (11, 32) and feats.dtype == np.float32
-        cols = ["sentence"] if task == "sst2" else ["sentence1", "sentence2"]
+        assert feats.dtype == np.float32
         for i in range(11):
-            one = tok(*[ds[i][c] for c in cols], truncation=True, max_length=24, return_tensors="pt")
-            with torch.no_grad():
-                ref = enc(**one).last_hidden_state[0].mean(0).numpy()
-            np.testing.assert_allclose(feats[i], ref, atol=1e-5, rtol=1e-4)
+            if task == "sst2":
+                ref = pooled(ds[i]["sentence"])
+            else:  # InferSent's pair features of the two sentences, each encoded on its own
+                u, v = pooled(ds[i]["sentence1"]), pooled(ds[i]["sentence2"])
+                ref = torch.cat([u, v, (u - v).abs(), u * v])
+            np.testing.assert_allclose(feats[i], ref.numpy(), atol=1e-5, rtol=1e-4)
+        assert feats.shape == (11, 32 if task == "sst2" else 4 * 32)
 
 
 def test_encoder_features_follow_the_context_autocast_policy(tiny_bert):
