@@ -232,11 +232,13 @@ def _metric(task: str, preds: np.ndarray, labels: np.ndarray, metric: str) -> fl
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, task: str,
-                 *, seed: int = 0, cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), metric: str = PROBE_METRIC
-                 ) -> float:
+                 *, seed: int = 0, cs: Sequence[float] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0),
+                 metric: str = PROBE_METRIC) -> float:
     """``metric`` (accuracy unless asked, see :data:`PROBE_METRIC`) of a logistic regression on frozen
     features (standardised). The inverse regularisation C is chosen by 3-fold cross-validation *inside the
-    training examples*; the eval set only scores. A training set with one class predicts that class."""
+    training examples*; the eval set only scores. The grid reaches strong regularisation: MiniLM's 1536 pair
+    features of MRPC (n = 1000 and 3000, two seeds) scored 0.69-0.71 with C >= 0.01 and 0.74-0.75 with
+    1e-4 in reach. A training set with one class predicts that class."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
