@@ -416,3 +416,28 @@ def test_the_library_recipe_runs_with_its_own_masking_and_evaluates_like_ours(to
                                 data_collator=coll, evaluate=ev)
     assert len(res.history) == 10 and res.history[0]["lr"] == 0.0  # HF's warmup starts at 0, ours at lr/warmup
     assert res.evals[-1]["step"] == 10 and res.evals[-1]["mlm_loss"] < before - 0.05
+
+
+def test_corpus_passes_counts_passes_and_refuses_more_than_the_limit():
+    assert PT.corpus_passes(80, 16, 7512, what="MLM") == pytest.approx(80 * 16 / 7512)
+    assert PT.corpus_passes(10, 10, 10, what="MLM") == 10.0  # exactly at the limit is allowed
+    with pytest.raises(ArgumentError, match="at most 10 are allowed"):
+        PT.corpus_passes(11, 10, 10, what="MLM")
+    with pytest.raises(ArgumentError, match=r"TAPT: 6000 steps x 128 = 413\.8 passes over its 1,856 blocks"):
+        PT.corpus_passes(6000, 128, 1856, what="TAPT")
+    with pytest.raises(ArgumentError, match="no blocks"):
+        PT.corpus_passes(1, 1, 0, what="MLM")
+    assert PT.corpus_passes(30, 4, 100, what="x", max_passes=1.2) == 1.2
+
+
+def test_steps_within_passes_caps_a_step_budget_at_the_limit():
+    # the gpu profile's TAPT: the MLM run's 6000 steps of 128 blocks, on 1,856 blocks of task text
+    capped = PT.steps_within_passes(6000, 128, 1856)
+    assert capped == 145
+    assert PT.corpus_passes(capped, 128, 1856, what="TAPT") <= PT.MAX_PASSES
+    with pytest.raises(ArgumentError):
+        PT.corpus_passes(capped + 1, 128, 1856, what="TAPT")
+    assert PT.steps_within_passes(80, 16, 7512) == 80  # a budget inside the limit is kept
+    assert PT.steps_within_passes(100, 10, 50, max_passes=2) == 10
+    with pytest.raises(ArgumentError):
+        PT.steps_within_passes(10, 0, 50)

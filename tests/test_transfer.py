@@ -489,3 +489,46 @@ def test_distillation_flops_count_the_student_and_projection_not_the_table_or_te
         model_flops_per_token(student, 10) + 6 * projection)
     assert body + projection < matmul_params(distiller)  # the table would be counted without the look-up rule
     assert distiller.teacher_flops_per_token(10) == pytest.approx(model_flops_per_token(teacher, 10) / 3)
+
+
+# WikiText-103's training split: 103,227,021 tokens (Merity et al. 2016, "Pointer Sentinel Mixture Models",
+# Table 1). Its tokens are words and punctuation split on spaces; WordPiece cuts each into one piece or more, so
+# the corpus gives at least this many WordPiece tokens, and a run's passes over it are at most the bound below.
+WIKITEXT_103_TRAIN_TOKENS = 103_227_021
+
+
+def test_every_profiles_pretraining_runs_stay_within_max_passes():
+    """Notebook 14's runs in every profile, counted before any of them runs: the task text is here (the offline
+    GLUE mirror, each run's own tokenizer and block); WikiText-103 (the gpu corpus) through its published size.
+    TAPT is capped by ``steps_within_passes``; the others must fit as the profile sizes them."""
+    from lmcourse import pretraining as PT
+    from lmcourse.profiles import PROFILES
+    from lmcourse.transfer import load_encoder, unlabelled_text
+
+    text = unlabelled_text(("sst2", "mrpc"))
+    blocks: dict[tuple[str, int], int] = {}
+
+    def task_blocks(model: str, block: int) -> int:
+        if (model, block) not in blocks:
+            blocks[model, block] = len(PT.bert_blocks(load_encoder(model)[0], text, block))
+        return blocks[model, block]
+
+    counted = 0
+    for p in PROFILES.values():
+        S = p.transfer
+        assert tuple(S["probe_tasks"]) == ("sst2", "mrpc"), p.name  # the text counted here
+        D = S["continued_mlm"]
+        PT.corpus_passes(D["steps"], D["batch"], task_blocks(D["model"], D["block"]) - D["eval_blocks"],
+                         what=f"{p.name}: continued MLM")
+        G = S["distill"]
+        if G["corpus"] == "task":
+            PT.corpus_passes(G["steps"], G["batch"], task_blocks(G["teacher"], G["block"]), what=f"{p.name}: distil")
+        corpora = {name for name, _ in S["corpus"]}
+        if corpora == {"wikitext-103-raw"}:
+            at_least = WIKITEXT_103_TRAIN_TOKENS // (p.block_size - 2)
+            PT.corpus_passes(S["pretrain_steps"], S["pretrain_batch"], at_least, what=f"{p.name}: MLM")
+            if G["corpus"] == "pretraining":
+                PT.corpus_passes(G["steps"], G["batch"], WIKITEXT_103_TRAIN_TOKENS // (G["block"] - 2),
+                                 what=f"{p.name}: distil")
+            counted += 1
+    assert counted == 1  # the gpu profile's corpus was bounded, not passed over

@@ -26,17 +26,20 @@ uninterrupted run.
 from __future__ import annotations
 
 from lmcourse.pretraining.data import (
+    MAX_PASSES,
     BlockBatches,
     NspExample,
     StreamBatches,
     bert_blocks,
     build_nsp_pairs,
     collate_seeded,
+    corpus_passes,
     mlm_collator,
     nsp_features,
     pack_blocks,
     sentence_segments,
     split_documents,
+    steps_within_passes,
     token_ids,
     tokenize_segments,
 )
@@ -83,6 +86,7 @@ from lmcourse.pretraining.span_corruption import (
 
 __all__ = [
     "CLM_EVAL_SEED_OFFSET",
+    "MAX_PASSES",
     "MLM_EVAL_SEED_OFFSET",
     "BlockBatches",
     "NspExample",
@@ -99,6 +103,7 @@ __all__ = [
     "clm_evaluator",
     "clm_step_outputs",
     "collate_seeded",
+    "corpus_passes",
     "corrupted_lengths",
     "decay_groups",
     "embedding_cone",
@@ -124,6 +129,7 @@ __all__ = [
     "span_corruption_batch",
     "span_counts",
     "split_documents",
+    "steps_within_passes",
     "token_counts",
     "token_ids",
     "tokenize_segments",

@@ -185,6 +185,35 @@ def collate_seeded(collator, features: Sequence[dict[str, Any]], seed: int) -> d
 
 
 
+MAX_PASSES = 10.0  # notebook 14's rule: no pretraining run loops more than 10 times over its corpus
+
+
+def corpus_passes(steps: int, batch_size: int, n_examples: int, *, what: str,
+                  max_passes: float = MAX_PASSES) -> float:
+    """How many times ``steps`` batches of ``batch_size`` go over a corpus of ``n_examples`` blocks, with a
+    clear error when that is more than ``max_passes``: past a few passes a small corpus is memorised, and
+    what the run measures is no longer pretraining."""
+    if steps < 0 or batch_size < 1:
+        raise ArgumentError(f"{what}: steps must be >= 0 and the batch size >= 1, got {steps} and {batch_size}")
+    if n_examples < 1:
+        raise ArgumentError(f"{what}: the corpus has no blocks; give it more text or a smaller block size")
+    passes = steps * batch_size / n_examples
+    if passes > max_passes:
+        raise ArgumentError(f"{what}: {steps} steps x {batch_size} = {passes:.1f} passes over its {n_examples:,} "
+                            f"blocks; at most {max_passes:g} are allowed: use a larger corpus or fewer steps")
+    return passes
+
+
+def steps_within_passes(steps: int, batch_size: int, n_examples: int, max_passes: float = MAX_PASSES) -> int:
+    """``steps``, or fewer: the most whole steps of ``batch_size`` that stay within ``max_passes`` over
+    ``n_examples`` blocks. For a run given another run's step budget on a much smaller corpus (TAPT on the
+    task text instead of the pretraining corpus)."""
+    if steps < 0 or batch_size < 1 or n_examples < 1:
+        raise ArgumentError(f"steps_within_passes needs steps >= 0, a batch size >= 1 and a non-empty corpus; "
+                            f"got {steps}, {batch_size} and {n_examples}")
+    return min(int(steps), int(max_passes * n_examples // batch_size))
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     """The order of ``n`` examples in one epoch: a function of ``(seed, epoch)`` only, so a resumed run
     sees the same order as an uninterrupted one."""
