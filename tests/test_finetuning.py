@@ -215,3 +215,35 @@ def test_shipped_floors_name_real_tasks_and_metrics():
                 assert metric in reported, (profile, task, metric, sorted(reported))
                 assert -1 <= floor <= 1, (profile, task, metric, floor)
                 assert floor > baseline.get(metric, 0.0), (profile, task, metric, floor, baseline)
+
+
+def test_tokenize_glue_caches_per_tokenizer_definition(tiny_bert):
+    """A disk-backed split is tokenised into ``datasets``' cache under a fingerprint of the tokenizer's whole
+    definition: another tokenizer (or length) gets its own ids, never the cached ids of the first."""
+    from transformers import AutoTokenizer
+
+    from lmcourse import tokenization as T
+    from lmcourse.finetuning import tokenize_glue
+
+    split = load_glue("mrpc", "validation[:40]")
+    assert split.cache_files  # on disk: a stale cache entry would be read back
+    minilm = AutoTokenizer.from_pretrained(tiny_bert)
+    text = list(split["sentence1"]) + list(split["sentence2"])
+    # two tokenizers of one class with the same special tokens, told apart only by their vocabularies
+    small, larger = T.train_wordpiece(text, vocab_size=150), T.train_wordpiece(text, vocab_size=300)
+    for tok, length in [(minilm, 32), (small, 32), (larger, 32), (minilm, 16), (small, 32)]:
+        ds = tokenize_glue(split, tok, "mrpc", length)
+        direct = tok(list(split["sentence1"]), list(split["sentence2"]), truncation=True, max_length=length)
+        assert ds["input_ids"] == direct["input_ids"], (type(tok).__name__, length)
+        assert ds["length"] == [len(x) for x in direct["input_ids"]]
+    assert tokenize_glue(split, small, "mrpc", 32)._fingerprint != tokenize_glue(split, minilm, "mrpc", 32)._fingerprint
+
+
+def test_by_length_sorts_a_split_and_returns_the_order():
+    from datasets import Dataset
+
+    from lmcourse.finetuning import by_length
+
+    ds = Dataset.from_dict({"length": [5, 2, 9, 2, 1], "label": [0, 1, 0, 1, 1]})
+    ordered, order = by_length(ds)
+    assert ordered["length"] == [1, 2, 2, 5, 9] and order.tolist() == [4, 1, 3, 0, 2]

@@ -44,6 +44,7 @@ from lmcourse.finetuning.recipes import (
 from lmcourse.finetuning.run import (
     EvalPredictions,
     FinetuneResult,
+    by_length,
     count_parameters,
     finetune,
     load_classifier,
@@ -69,6 +70,7 @@ __all__ = [
     "GlueTrainer",
     "QuietProgressCallback",
     "ThroughputCallback",
+    "by_length",
     "count_parameters",
     "finetune",
     "glue_compute_metrics",
