@@ -319,15 +319,22 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64),
                      "fewshot_ft_seeds": (0, 1, 2, 3, 4), "fewshot_ft_steps": 100,
                      "ablation_seeds": (0, 1, 2), "speed_seeds": (0, 1, 2), "peft_seeds": (0, 1, 2)},
-        # one GPU-hour: 6,000 steps of 128 x 512 tokens = 0.39B tokens, about 3 passes over WikiText-103
+        # Meant to fit one GPU-hour; never run (no GPU has been lent), so every time below is an estimate.
+        # Pretraining, from model_flops_per_token: MLM and MLM+NSP 3,000 steps of 128 x 512 tokens = 0.2B tokens
+        # (at most 1.9 passes over WikiText-103's 103M tokens), 1.16e17 FLOPs each; TAPT stops at 10 passes of
+        # the task text (about 145 steps, 5.6e15); distillation 3.4e16 with the teacher. 2.7e17 FLOPs in all:
+        # 15 minutes at 300 TFLOP/s (30 % of an H100's bf16 peak). 6,000 steps, as first written, doubled that.
+        # Fine-tuning: about 100 runs of MiniLM (8e13 FLOPs each) and 60 of the bert-base-sized scratch
+        # encoders (6e14 each): too little compute to matter, so their time is per-run overhead (loading,
+        # 3 selection passes and checkpoints, the dev pass), which only a gpu run can measure.
         transfer={"corpus": (("wikitext-103-raw", "train"),), "corpus_lines": None, "wordpiece_vocab": 30522,
-                  "pretrain_steps": 6000, "pretrain_batch": 128, "pretrain_lr": 5e-4, "warmup": 300,
+                  "pretrain_steps": 3000, "pretrain_batch": 128, "pretrain_lr": 5e-4, "warmup": 150,
                   "checkpoints": (0.0, 0.25, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": None, "mrpc": None}, "probe_eval": None,
                   "probe_sizes": (100, 300, 1000, 3000, None), "probe_seeds": (0, 1, 2, 3, 4),
                   "probe_max_length": 128,
                   "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (100, 300, 1000, 3000), "ft_seeds": (0, 1, 2, 3, 4),
-                  "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 6, "lr_n": 1000,
+                  "ft_steps": 300, "ft_batch": 32, "ft_eval": None, "ft_max_length": 128, "ft_evals": 3, "lr_n": 1000,
                   "minilm_lrs": (3e-5, 1e-4, 3e-4), "scratch_lrs": (1e-4, 3e-4, 1e-3), "ckpt_n": 1000,
                   "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 1000, "batch": 32, "block": 64, "lr": 5e-5,

@@ -431,7 +431,7 @@ def test_corpus_passes_counts_passes_and_refuses_more_than_the_limit():
 
 
 def test_steps_within_passes_caps_a_step_budget_at_the_limit():
-    # the gpu profile's TAPT: the MLM run's 6000 steps of 128 blocks, on 1,856 blocks of task text
+    # an MLM budget of thousands of steps of 128 blocks (the gpu profile's), on 1,856 blocks of task text
     capped = PT.steps_within_passes(6000, 128, 1856)
     assert capped == 145
     assert PT.corpus_passes(capped, 128, 1856, what="TAPT") <= PT.MAX_PASSES
