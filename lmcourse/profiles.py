@@ -127,12 +127,14 @@ PROFILES: dict[str, Profile] = {
                   "checkpoints": (0.0, 0.5, 1.0),
                   "probe_tasks": ("sst2", "mrpc"), "probe_pool": {"sst2": 96, "mrpc": 96}, "probe_eval": 64,
                   "probe_sizes": (32, 64, None), "probe_seeds": (0, 1), "probe_max_length": 64,
-                  "ft_tasks": ("sst2",), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
+                  # two fine-tuning tasks and distillation on the pretraining corpus: the gpu profile's paths, which
+                  # no other profile that runs takes
+                  "ft_tasks": ("sst2", "mrpc"), "ft_sizes": (64,), "ft_seeds": (0, 1), "ft_steps": 4, "ft_batch": 16,
                   "ft_eval": 64, "ft_max_length": 64, "ft_evals": 1, "lr_n": 64, "minilm_lrs": (1e-4,),
                   "scratch_lrs": (1e-3,), "ckpt_n": 64, "variants": ("MLM+NSP", "TAPT"), "variant_ft": True,
                   "continued_mlm": {"model": "minilm-l6", "steps": 3, "batch": 4, "block": 32, "lr": 1e-4,
                                     "warmup": 1, "eval_blocks": 8},
-                  "distill": {"teacher": "minilm-l6", "corpus": "task", "steps": 6, "batch": 4, "block": 32,
+                  "distill": {"teacher": "minilm-l6", "corpus": "pretraining", "steps": 6, "batch": 4, "block": 32,
                               "lr": 1e-3, "warmup": 1, "layer_pairs": ((0, 0), (1, 3), (2, 6))},
                   "assert_n": None, "assert_margin": None, "assert_distill": None},
         # 10: a tiny T5 on a slice of wikitext-2; text to text on a few hundred SST-2 / MRPC examples
