@@ -527,9 +527,16 @@ class Crossing:
             return (f"slope {self.slope:+.4f} per decade of compute: the fit reaches the reference more than ten "
                     f"decades {'beyond the last' if self.log10_flops > self.last_log10_flops else 'before the first'} "
                     f"checkpoint, which is no prediction at all; {rising}")
-        state = "has crossed it" if self.already_above else "would cross it"
-        return (f"slope {self.slope:+.4f} per decade of compute; the fit {state} at 10^{self.log10_flops:.1f} FLOPs "
-                f"({where_set}); {rising}")
+        # where the fitted line meets the reference, against the compute measured; whether a checkpoint is
+        # above the reference beyond its spread is the verdicts' question, not the fit's
+        if self.log10_flops < self.first_log10_flops:
+            where = f"before the first checkpoint's 10^{self.first_log10_flops:.1f}"
+        elif self.log10_flops <= self.last_log10_flops:
+            where = "within the checkpoints' compute"
+        else:
+            where = f"beyond the last checkpoint's 10^{self.last_log10_flops:.1f}"
+        return (f"slope {self.slope:+.4f} per decade of compute; the fit reaches the reference at "
+                f"10^{self.log10_flops:.1f} FLOPs, {where} ({where_set}); {rising}")
 
 
 def _segments(segments: Sequence[tuple[float, float]]) -> str:

@@ -242,11 +242,14 @@ def test_crossing_point_on_known_lines():
     c = crossing_point(flops, scores, reference=[0.58, 0.58, 0.58], n_boot=200)
     assert c.slope == pytest.approx(0.02) and c.log10_flops == pytest.approx(16.0)
     assert c.interval is not None and c.interval[0] <= 16.0 <= c.interval[1] and not c.already_above
-    assert c.positive_share == 1.0 and "would cross" in c.describe()
+    assert c.positive_share == 1.0 and "at 10^16.0 FLOPs, beyond the last checkpoint's 10^14.0" in c.describe()
     falling = crossing_point(flops, [[0.6], [0.55], [0.5]], reference=[0.7])
     assert falling.log10_flops is None and falling.interval is None and "no crossing" in falling.describe()
     above = crossing_point(flops, scores, reference=[0.5])
     assert above.already_above and above.log10_flops == pytest.approx(12.0)
+    assert "within the checkpoints' compute" in above.describe()
+    before = crossing_point(flops, scores, reference=[0.49])  # the fit meets it half a decade before 1e12
+    assert "at 10^11.5 FLOPs, before the first checkpoint's 10^12.0" in before.describe()
     for bad in [dict(flops=[0.0, 1e12], scores=[[0.5], [0.6]]), dict(flops=[1e12], scores=[[0.5]]),
                 dict(flops=[1e12, 1e12], scores=[[0.5], [0.6]])]:
         with pytest.raises(ArgumentError):
