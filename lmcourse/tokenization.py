@@ -73,6 +73,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
                                         special_tokens=list(BERT_SPECIAL_TOKENS), continuing_subword_prefix="##",
                                         show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.model = models.WordPiece(vocab=_fixed_order(tok.get_vocab(with_added_tokens=False), BERT_SPECIAL_TOKENS),
+                                 unk_token="[UNK]",
+                                 continuing_subword_prefix="##", max_input_chars_per_word=100)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
@@ -81,6 +84,18 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
                                    pad_token="[PAD]", mask_token="[MASK]", model_max_length=512,
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _fixed_order(vocab: dict[str, int], specials: Sequence[str]) -> dict[str, int]:
+    """The trained vocabulary with ids that depend on its tokens only: the special tokens first, in their order,
+    then every other token in sorted order. The WordPiece trainer of ``tokenizers`` numbers its ``##`` tokens in
+    hash-map order, so each training of the same text numbered the same tokens differently (huggingface/tokenizers
+    issue #1794), and a model's embedding rows, and every number after it, changed from run to run. WordPiece
+    encodes by longest match against the set of tokens, so the order changes no tokenisation."""
+    if set(specials) - set(vocab):
+        raise ArgumentError(f"the trained vocabulary lacks the special tokens {sorted(set(specials) - set(vocab))}")
+    rest = sorted(t for t in vocab if t not in set(specials))
+    return {t: i for i, t in enumerate([*specials, *rest])}
 
 
 def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2):

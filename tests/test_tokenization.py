@@ -92,6 +92,15 @@ def test_wordpiece_matches_hf_bert_pipeline_on_bert_vocab(wordpiece):
         assert ours.encode(s, add_special_tokens=False).tokens == ref.tokenize(s) and len(ref.tokenize(s)) > 0
 
 
+def test_wordpiece_numbers_the_same_text_the_same_way(lines, wordpiece):
+    """tokenizers' WordPiece trainer numbers its ``##`` tokens in hash-map order (huggingface/tokenizers #1794):
+    without a fixed order, three trainings on one text gave three numberings of one token set."""
+    again = [T.train_wordpiece(lines, vocab_size=1500).get_vocab() for _ in range(3)]
+    assert all(v == wordpiece.get_vocab() for v in again)
+    vocab = wordpiece.get_vocab()
+    assert [vocab[t] for t in T.BERT_SPECIAL_TOKENS] == [0, 1, 2, 3, 4]  # the special tokens keep their ids
+
+
 def test_byte_level_bpe_is_lossless(bpe):
     texts = ["Héllo  wörld!\n\tπ≈3.14 ok", "  leading and trailing  ", "emoji 🤗 and 中文", GPT_TEXT]
     for s in texts:
