@@ -61,21 +61,22 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     Normaliser ``BertNormalizer`` (clean text, CJK spacing, strip accents, lowercase), ``BertPreTokenizer``
     (whitespace and punctuation), WordPiece with the ``##`` continuation prefix, and a template
     post-processor ``[CLS] $A [SEP]`` / ``[CLS] $A [SEP] $B [SEP]`` with type ids 0 for A and 1 for B.
+    The vocabulary is learnt as ``tokenizers``' ``WordPieceTrainer`` learns it, by BPE merges
+    (:func:`wordpiece_vocab`), except that the same text always gives the same vocabulary and ids.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                 strip_accents=lowercase, lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(BERT_SPECIAL_TOKENS), continuing_subword_prefix="##",
-                                        show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    tok.model = models.WordPiece(vocab=_fixed_order(tok.get_vocab(with_added_tokens=False), BERT_SPECIAL_TOKENS),
-                                 unk_token="[UNK]",
+    words: Counter = Counter()
+    for text in texts:
+        words.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    tok.model = models.WordPiece(vocab=wordpiece_vocab(words, vocab_size, min_frequency), unk_token="[UNK]",
                                  continuing_subword_prefix="##", max_input_chars_per_word=100)
+    tok.add_special_tokens(list(BERT_SPECIAL_TOKENS))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
@@ -86,16 +87,48 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
-def _fixed_order(vocab: dict[str, int], specials: Sequence[str]) -> dict[str, int]:
-    """The trained vocabulary with ids that depend on its tokens only: the special tokens first, in their order,
-    then every other token in sorted order. The WordPiece trainer of ``tokenizers`` numbers its ``##`` tokens in
-    hash-map order, so each training of the same text numbered the same tokens differently (huggingface/tokenizers
-    issue #1794), and a model's embedding rows, and every number after it, changed from run to run. WordPiece
-    encodes by longest match against the set of tokens, so the order changes no tokenisation."""
-    if set(specials) - set(vocab):
-        raise ArgumentError(f"the trained vocabulary lacks the special tokens {sorted(set(specials) - set(vocab))}")
-    rest = sorted(t for t in vocab if t not in set(specials))
-    return {t: i for i, t in enumerate([*specials, *rest])}
+_INNER = 0xF0000  # Unicode's supplementary private use area A: stand-ins for the characters inside words
+
+
+def wordpiece_vocab(word_counts: dict[str, int], vocab_size: int, min_frequency: int = 2,
+                    special_tokens: Sequence[str] = BERT_SPECIAL_TOKENS) -> dict[str, int]:
+    """A WordPiece vocabulary (token -> id) learnt from pre-tokenised word counts by BPE merges, the way
+    ``tokenizers``' ``WordPieceTrainer`` learns one: the special tokens, every character, a character inside
+    a word as its own ``##`` unit, then the most frequent adjacent pair merged again and again up to
+    ``vocab_size``.
+
+    That trainer numbers its ``##`` units in hash-map order and breaks ties between equally frequent pairs by
+    those numbers, so two trainings on one text gave different ids and, at the ties, different tokens
+    (huggingface/tokenizers issue #1794): a scratch encoder's numbers changed from run to run. Here every
+    character inside a word is written as a stand-in character of its own, so the ``##`` units are ordinary
+    characters, which ``BpeTrainer`` numbers in sorted order: the same counts give the same merges and ids
+    every time. The stand-ins become ``##`` tokens again at the end."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    if any(ord(c) >= _INNER for w in word_counts for c in w):
+        raise ArgumentError("the text holds private-use characters (U+F0000 and above), which wordpiece_vocab "
+                            "uses to mark characters inside words; remove them from the text first")
+    inner = sorted({c for w in word_counts for c in w[1:]})
+    stand_in = {c: chr(_INNER + i) for i, c in enumerate(inner)}
+    back = {v: k for k, v in stand_in.items()}
+
+    def marked_words() -> Iterator[str]:
+        for word, count in sorted(word_counts.items()):
+            yield (word[0] + "".join(stand_in[c] for c in word[1:]) + " ") * int(count)
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bpe.train_from_iterator(marked_words(), trainer=trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens), show_progress=False))
+
+    def unmarked(token: str) -> str:
+        if token in special_tokens:
+            return token
+        if token[0] in back:  # a piece from inside a word: all of its characters are stand-ins
+            return "##" + "".join(back[c] for c in token)
+        return token[0] + "".join(back[c] for c in token[1:])
+
+    return {unmarked(t): i for t, i in bpe.get_vocab(with_added_tokens=False).items()}
 
 
 def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2):

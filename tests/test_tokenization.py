@@ -93,12 +93,30 @@ def test_wordpiece_matches_hf_bert_pipeline_on_bert_vocab(wordpiece):
 
 
 def test_wordpiece_numbers_the_same_text_the_same_way(lines, wordpiece):
-    """tokenizers' WordPiece trainer numbers its ``##`` tokens in hash-map order (huggingface/tokenizers #1794):
-    without a fixed order, three trainings on one text gave three numberings of one token set."""
+    """tokenizers' WordPiece trainer numbers its ``##`` units in hash-map order (huggingface/tokenizers #1794):
+    three trainings on one text gave three numberings, and at ties different tokens."""
     again = [T.train_wordpiece(lines, vocab_size=1500).get_vocab() for _ in range(3)]
     assert all(v == wordpiece.get_vocab() for v in again)
     vocab = wordpiece.get_vocab()
     assert [vocab[t] for t in T.BERT_SPECIAL_TOKENS] == [0, 1, 2, 3, 4]  # the special tokens keep their ids
+
+
+def test_wordpiece_vocab_learns_the_tokens_of_tokenizers_wordpiece_trainer(lines, wordpiece):
+    """The same token set as the library's trainer, through the same normaliser and pre-tokeniser (this text
+    has no tie at the vocabulary's edge: the library's own trainings agree on it too)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    ref = Tokenizer.from_str(wordpiece.backend_tokenizer.to_str())
+    ref.model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100)
+    ref.train_from_iterator(lines, trainer=trainers.WordPieceTrainer(
+        vocab_size=1500, min_frequency=2, special_tokens=list(T.BERT_SPECIAL_TOKENS), continuing_subword_prefix="##",
+        show_progress=False))
+    assert set(ref.get_vocab(with_added_tokens=False)) == set(wordpiece.get_vocab())
+    assert sum(t.startswith("##") for t in wordpiece.get_vocab()) > 100
+    text = " ".join(lines[:100])
+    assert ref.encode(text).tokens == wordpiece.backend_tokenizer.encode(text).tokens
+    with pytest.raises(ArgumentError, match="private-use"):
+        T.wordpiece_vocab({"a\U000f0001b": 3}, vocab_size=50)
 
 
 def test_byte_level_bpe_is_lossless(bpe):
