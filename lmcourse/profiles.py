@@ -217,7 +217,7 @@ PROFILES: dict[str, Profile] = {
                      "fewshot_pool": 4000, "fewshot_eval": None, "fewshot_ks": (8, 16, 64),
                      "fewshot_seeds": (0, 1, 2, 3, 4), "fewshot_ft_ks": (8, 16, 64), "fewshot_ft_seeds": (0, 1, 2),
                      "fewshot_ft_steps": 60},
-        # 931 s on an idle 2-core machine at e034706 (1080 s at c387714, before evaluation in order of length):
+        # 907 s on an idle 2-core machine at 4f4c273 (1080 s at c387714, before evaluation in order of length):
         # three scratch pretraining runs (MLM, MLM+NSP, TAPT) of 80 steps, short continued MLM, 200 steps of
         # distillation (140 s), 5 seeds of every probe and fine-tuning; the whole probe curve only for MiniLM,
         # its twin, continued MLM and the scratch step 0 and final checkpoints (the others at ckpt_n);
