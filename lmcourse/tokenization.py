@@ -103,7 +103,7 @@ def wordpiece_vocab(word_counts: dict[str, int], vocab_size: int, min_frequency:
     character inside a word is written as a stand-in character of its own, so the ``##`` units are ordinary
     characters, which ``BpeTrainer`` numbers in sorted order: the same counts give the same merges and ids
     every time. The stand-ins become ``##`` tokens again at the end."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import trainers
 
     if any(ord(c) >= _INNER for w in word_counts for c in w):
         raise ArgumentError("the text holds private-use characters (U+F0000 and above), which wordpiece_vocab "
@@ -112,14 +112,9 @@ def wordpiece_vocab(word_counts: dict[str, int], vocab_size: int, min_frequency:
     stand_in = {c: chr(_INNER + i) for i, c in enumerate(inner)}
     back = {v: k for k, v in stand_in.items()}
 
-    def marked_words() -> Iterator[str]:
-        for word, count in sorted(word_counts.items()):
-            yield (word[0] + "".join(stand_in[c] for c in word[1:]) + " ") * int(count)
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    bpe.train_from_iterator(marked_words(), trainer=trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(special_tokens), show_progress=False))
+    marked = {word[0] + "".join(stand_in[c] for c in word[1:]): count for word, count in word_counts.items()}
+    bpe = _bpe_trained_on(marked, trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                                      special_tokens=list(special_tokens), show_progress=False))
 
     def unmarked(token: str) -> str:
         if token in special_tokens:
@@ -320,16 +315,23 @@ def word_counts_of(text: str) -> dict[str, int]:
 
 def hf_bpe_merges(word_counts: dict[str, int], num_merges: int, min_frequency: int = 1) -> list[Pair]:
     """Train ``tokenizers``' BpeTrainer on the same words and read the merges from the tokenizer JSON."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import trainers
 
     alphabet = {ch for w in word_counts for ch in w}
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + num_merges, min_frequency=min_frequency,
                                   special_tokens=[], show_progress=False)
-    text = [" ".join([w] * c) for w, c in word_counts.items()]
-    tok.train_from_iterator(text, trainer=trainer)
-    return merges_from_json(tok.to_str())
+    return merges_from_json(_bpe_trained_on(word_counts, trainer).to_str())
+
+
+def _bpe_trained_on(word_counts: dict[str, int], trainer):
+    """A ``tokenizers`` BPE model trained by ``trainer`` on these words, each given as often as it is counted
+    (split on whitespace only: the words arrive pre-tokenised)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator((" ".join([w] * int(c)) for w, c in sorted(word_counts.items())), trainer=trainer)
+    return tok
 
 
 def merges_from_json(tokenizer_json: str | dict[str, Any]) -> list[Pair]:

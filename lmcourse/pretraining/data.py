@@ -184,7 +184,6 @@ def collate_seeded(collator, features: Sequence[dict[str, Any]], seed: int) -> d
         torch.set_rng_state(state)
 
 
-
 MAX_PASSES = 10.0  # notebook 14's rule: no pretraining run loops more than 10 times over its corpus
 
 
