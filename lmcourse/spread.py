@@ -1,25 +1,48 @@
-"""Seeds and spread: how the course turns several runs into a number and a comparison into a conclusion.
+"""Seeds, intervals and verdicts: the one protocol every comparison in the course goes through.
 
 A single run is one draw: the seed fixes the initialisation of new weights, dropout masks, the order of
-batches and any subsample. A number the course reports from a comparison is therefore the **mean ± sample
-standard deviation over seeds** (:class:`Spread`), and two configurations are called different only when the
-gap between their means is larger than the two spreads together (:func:`compare`): the ±1 std error bars do
-not overlap. That rule is deliberately simple and conservative; with three seeds it misses small real
-effects rather than reporting noise as findings. Anything inside the spread is reported as "no measurable
-difference at this budget".
+batches and any subsample. A configuration is therefore summarised by its runs over seeds (:class:`Spread`),
+and two configurations are compared by :func:`compare`, which applies four rules:
+
+- **Liveness.** Given ``chance`` (the score of the task's constant predictor: the majority class, the mean
+  prediction, a unigram model), an arm counts only when its own 95 % interval lies beyond it. An arm that did
+  not learn makes the comparison *not measured*; it is never reported as "no measurable difference", which
+  would read as a finding.
+- **Pairing.** Arms that share seeds, subsets or dev examples are compared per pair (``paired=True``): the
+  interval is a t interval of the per-pair differences, so what the pairs share cancels. Arms that share
+  nothing get Welch's interval (unequal variances, Welch–Satterthwaite degrees of freedom).
+- **A named interval.** :attr:`Comparison.interval` is a 95 % confidence interval of the difference of means,
+  and every verdict names it ("+0.031, 95 % CI [+0.004, +0.058], paired t, 5 pairs"). Student's t is exact for
+  normal scores at any count, which matters at the 3–5 seeds the course can afford; a percentile bootstrap
+  over three values would undercover badly.
+- **The unit of replication.** When an arm rests on one upstream run (one pretraining run, one teacher),
+  ``upstream=`` says so in the verdict: the interval then covers the downstream seeds only.
+
+Several comparisons read together form a :class:`Family`; Benjamini–Hochberg runs within a family, never
+across families. Every verdict is printed and recorded by one function, :func:`report`, under
+``verdict/<name>/`` (``gap``, ``ci_low``, ``ci_high``, ``measured``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lmcourse.errors import ArgumentError
 
 NO_DIFFERENCE = "no measurable difference at this budget"
+NOT_MEASURED = "not measured"
+LEVEL = 0.95  # every interval the course prints is a 95 % confidence interval
+
+
+def _t_quantile(level: float, df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, df))
 
 
 @dataclass(frozen=True)
@@ -44,8 +67,15 @@ class Spread:
         m = self.mean
         return math.sqrt(math.fsum((v - m) ** 2 for v in self.values) / (self.n - 1))
 
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        """Student's t confidence interval of the mean (``(nan, nan)`` for a single run)."""
+        if self.n < 2:
+            return float("nan"), float("nan")
+        half = _t_quantile(level, self.n - 1) * self.std / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
     def format(self, digits: int = 3, scale: float = 1.0) -> str:
-        """``"0.812 ± 0.011 (n=3)"``; a single run prints without a ± (it has no spread)."""
+        """``"0.812 ± 0.011 (n=3)"`` (mean ± sample std); a single run prints without a ± (it has no spread)."""
         if self.n < 2:
             return f"{scale * self.mean:.{digits}f} (n=1)"
         return f"{scale * self.mean:.{digits}f} ± {scale * self.std:.{digits}f} (n={self.n})"
@@ -65,77 +95,261 @@ def spread(values: Iterable[float]) -> Spread:
     return Spread(vals)
 
 
+def _signed(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}"
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """``a`` against ``b``: the gap of the means and whether it is larger than the spread."""
+    """``a`` against ``b``: the gap of the means, its 95 % confidence interval, and whether both arms learned.
+
+    Made by :func:`compare`; see the module docstring for the rules."""
 
     name_a: str
     name_b: str
     a: Spread
     b: Spread
+    paired: bool = False
+    chance: float | None = None
+    chance_label: str = "the constant predictor"
+    higher_is_better: bool = True
+    upstream: str | None = None
+    level: float = LEVEL
 
     @property
     def difference(self) -> float:
-        """mean(a) − mean(b)."""
+        """mean(a) − mean(b) (for paired arms also the mean of the per-pair differences)."""
         return self.a.mean - self.b.mean
 
     @property
-    def margin(self) -> float:
-        """What the gap must exceed: std(a) + std(b) (``nan`` when either side has one run)."""
-        return self.a.std + self.b.std
+    def n(self) -> int:
+        """Pairs (paired) or the smaller arm's runs (unpaired)."""
+        return self.a.n if self.paired else min(self.a.n, self.b.n)
 
     @property
-    def measurable(self) -> bool:
-        """True when both sides have ≥ 2 seeds and |gap| > std(a) + std(b)."""
-        return self.a.n >= 2 and self.b.n >= 2 and abs(self.difference) > self.margin
+    def method(self) -> str:
+        return "paired t" if self.paired else "Welch t"
+
+    @property
+    def differences(self) -> tuple[float, ...]:
+        """The per-pair differences a − b (paired comparisons only)."""
+        if not self.paired:
+            raise ArgumentError("an unpaired comparison has no per-pair differences")
+        return tuple(x - y for x, y in zip(self.a.values, self.b.values))
+
+    def _se_df(self) -> tuple[float, float]:
+        """Standard error of the difference and its degrees of freedom (paired t, or Welch–Satterthwaite)."""
+        if self.paired:
+            d = spread(self.differences)
+            return d.std / math.sqrt(d.n), d.n - 1
+        va, vb = self.a.std ** 2 / self.a.n, self.b.std ** 2 / self.b.n
+        se = math.sqrt(va + vb)
+        if se == 0:
+            return 0.0, float(self.a.n + self.b.n - 2)
+        df = (va + vb) ** 2 / (va ** 2 / (self.a.n - 1) + vb ** 2 / (self.b.n - 1))
+        return se, df
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The ``level`` (95 %) confidence interval of mean(a) − mean(b); ``(nan, nan)`` with a single run."""
+        if self.a.n < 2 or self.b.n < 2:
+            return float("nan"), float("nan")
+        se, df = self._se_df()
+        half = _t_quantile(self.level, df) * se if se > 0 else 0.0
+        return self.difference - half, self.difference + half
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of "no difference" from the same t statistic as :attr:`interval` (1 without one)."""
+        from scipy import stats
+
+        if self.a.n < 2 or self.b.n < 2:
+            return 1.0
+        se, df = self._se_df()
+        if se == 0:
+            return 1.0 if self.difference == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.difference) / se, df))
+
+    def _dead(self, s: Spread) -> bool:
+        if self.chance is None:
+            return False
+        lo, hi = s.interval(self.level)
+        return not (lo > self.chance if self.higher_is_better else hi < self.chance)
+
+    @property
+    def dead_arms(self) -> tuple[str, ...]:
+        """The arms whose interval does not lie beyond ``chance`` (they did not learn)."""
+        if self.a.n < 2 or self.b.n < 2:
+            return ()
+        return tuple(name for name, s in ((self.name_a, self.a), (self.name_b, self.b)) if self._dead(s))
+
+    @property
+    def measured(self) -> bool:
+        """Both arms have ≥ 2 runs (an interval) and, when ``chance`` is given, both beat it beyond their interval."""
+        return self.a.n >= 2 and self.b.n >= 2 and not self.dead_arms
+
+    @property
+    def significant(self) -> bool:
+        """Measured, and the confidence interval of the difference excludes 0."""
+        lo, hi = self.interval
+        return self.measured and (lo > 0 or hi < 0)
+
+    @property
+    def better(self) -> bool:
+        """Significant in the direction of ``a`` being better (``higher_is_better`` decides the sign)."""
+        return self.significant and (self.difference > 0) == self.higher_is_better
+
+    def describe_interval(self, digits: int = 3) -> str:
+        """``"+0.031, 95 % CI [+0.004, +0.058], paired t, 5 pairs"``."""
+        lo, hi = self.interval
+        count = f"{self.n} pairs" if self.paired else f"{self.a.n} vs {self.b.n} runs"
+        return (f"{_signed(self.difference, digits)}, {100 * self.level:g} % CI "
+                f"[{_signed(lo, digits)}, {_signed(hi, digits)}], {self.method}, {count}")
+
+    def verdict_text(self, digits: int = 3) -> str:
+        head = f"{self.name_a} vs {self.name_b}"
+        gap = _signed(self.difference, digits)
+        if self.a.n < 2 or self.b.n < 2:
+            text = f"{head}: {gap} from a single run, no interval: {NOT_MEASURED}"
+        elif self.dead_arms:
+            lows = "; ".join(f"{name} {s.mean:.{digits}f}" for name, s in ((self.name_a, self.a), (self.name_b, self.b))
+                             if name in self.dead_arms)
+            who = " and ".join(self.dead_arms)
+            text = (f"{head}: {NOT_MEASURED}: {who} stayed at {self.chance_label} "
+                    f"({lows}; {self.chance_label} {self.chance:.{digits}f})")
+        elif not self.significant:
+            text = f"{head}: {self.describe_interval(digits)}: {NO_DIFFERENCE}"
+        else:
+            word = "higher" if self.difference > 0 else "lower"
+            text = f"{self.name_a} is {word} than {self.name_b}: {self.describe_interval(digits)}"
+        if self.upstream:
+            text += f" [rests on {self.upstream}: the interval covers the downstream seeds only]"
+        return text
 
     @property
     def verdict(self) -> str:
-        gap = f"{self.difference:+.3f}"
-        if self.a.n < 2 or self.b.n < 2:
-            return f"{self.name_a} vs {self.name_b}: {gap} from a single seed, no spread: no conclusion"
-        if not self.measurable:
-            return f"{self.name_a} vs {self.name_b}: {gap}, inside the spread ±{self.margin:.3f}: {NO_DIFFERENCE}"
-        word = "higher" if self.difference > 0 else "lower"
-        return f"{self.name_a} is {word} than {self.name_b} by {abs(self.difference):.3f} (spread ±{self.margin:.3f})"
+        return self.verdict_text()
 
     def __str__(self) -> str:
         return self.verdict
 
 
-def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tuple[str, str] = ("a", "b")
-            ) -> Comparison:
-    """Compare two configurations run over seeds (see the module docstring for the rule)."""
+def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tuple[str, str] = ("a", "b"), *,
+            paired: bool = False, chance: float | None = None, chance_label: str = "the constant predictor",
+            higher_is_better: bool = True, upstream: str | None = None, level: float = LEVEL) -> Comparison:
+    """Compare two configurations run over seeds (see the module docstring for the rules).
+
+    ``paired=True`` when ``a[i]`` and ``b[i]`` share a seed, a subset or the examples they are scored on (the
+    values must then be in the same order). ``chance`` is the constant predictor's score on the task (with
+    ``chance_label`` naming it in the verdict: "the majority class"); ``higher_is_better=False`` for losses.
+    ``upstream`` names the one upstream run both arms rest on ("one pretraining run"), if any."""
     sa = a if isinstance(a, Spread) else spread(a)
     sb = b if isinstance(b, Spread) else spread(b)
-    return Comparison(names[0], names[1], sa, sb)
+    if paired and sa.n != sb.n:
+        raise ArgumentError(f"a paired comparison needs one value per pair on each side, got {sa.n} and {sb.n}: "
+                            "pass paired=False for arms that share nothing")
+    if not 0 < level < 1:
+        raise ArgumentError(f"level must be in (0, 1), got {level}")
+    if chance is not None and not math.isfinite(float(chance)):
+        raise ArgumentError(f"chance must be a finite score of the constant predictor, got {chance}")
+    return Comparison(names[0], names[1], sa, sb, paired=paired, chance=None if chance is None else float(chance),
+                      chance_label=chance_label, higher_is_better=higher_is_better, upstream=upstream, level=level)
 
 
 def significant_gains(comparisons: Sequence[Comparison], fdr: float = 0.05) -> list[bool]:
-    """Which of several comparisons show ``a`` above ``b`` when they are read together.
+    """Which of several comparisons, read together as one family, show ``a`` better than ``b``.
 
-    Any one of ten comparisons clears its spread by chance far more often than a single one does, so a claim
-    of the form "some variant beats its control" must pass a correction for multiple comparisons. Each gain
-    gets a one-sided Welch test (``scipy.stats.ttest_ind``, ``alternative="greater"``), and the p-values of all
-    comparisons go through Benjamini–Hochberg (``scipy.stats.false_discovery_control``) at rate ``fdr``. A
-    comparison counts only when it is also :attr:`Comparison.measurable` with a positive gap. Sides with no
-    variance at all give no test (p = 1)."""
+    Any one of ten comparisons clears its interval by chance far more often than a single one does, so a claim
+    of the form "some variant beats its control" must pass a correction for multiple comparisons: the
+    two-sided p-values of each comparison's own t statistic (:attr:`Comparison.p_value`, paired or Welch) go
+    through Benjamini–Hochberg (``scipy.stats.false_discovery_control``) at rate ``fdr``. A comparison counts
+    only when it is also measured (both arms learned) and its gap is in the better direction. Call it once per
+    :class:`Family`, never over a mix of families."""
     from scipy import stats
 
     if not 0 < fdr < 1:
         raise ArgumentError(f"fdr is a false-discovery rate in (0, 1), got {fdr}")
     if not comparisons:
         return []
-    pvalues = []
-    for c in comparisons:
-        p = float("nan")
-        if c.a.n >= 2 and c.b.n >= 2 and (c.a.std > 0 or c.b.std > 0):
-            with warnings.catch_warnings():  # one side of identical scores (a run stuck at the majority class)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p = stats.ttest_ind(c.a.values, c.b.values, equal_var=False, alternative="greater").pvalue
-        pvalues.append(1.0 if not math.isfinite(p) else float(p))
-    adjusted = stats.false_discovery_control(pvalues, method="bh")
-    return [bool(c.measurable and c.difference > 0 and q <= fdr) for c, q in zip(comparisons, adjusted)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        adjusted = stats.false_discovery_control([c.p_value for c in comparisons], method="bh")
+    return [bool(c.measured and c.significant and (c.difference > 0) == c.higher_is_better and q <= fdr)
+            for c, q in zip(comparisons, adjusted)]
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*$")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ArgumentError(f"a verdict name is a metric path of letters, digits and _.+=- joined by '/', "
+                            f"got {name!r}")
+    return name
+
+
+def verdict_metrics(comparison: Comparison) -> dict[str, float | int]:
+    """What :func:`report` records of one comparison: ``gap``, ``ci_low``, ``ci_high`` and ``measured`` (1/0)."""
+    lo, hi = comparison.interval
+    return {"gap": comparison.difference, "ci_low": lo, "ci_high": hi, "measured": int(comparison.measured)}
+
+
+def report(name: str, comparison: Comparison, *, digits: int = 3, echo: bool = True) -> Comparison:
+    """Print a comparison's verdict and record it under ``verdict/<name>/``: the one way a chapter reports one.
+
+    Returns the comparison, so a notebook can go on to assert on it."""
+    from lmcourse.tracking import record_metrics
+
+    _check_name(name)
+    if not isinstance(comparison, Comparison):
+        raise ArgumentError(f"report() takes a Comparison from lmcourse.spread.compare, got {type(comparison)}")
+    record_metrics(verdict_metrics(comparison), prefix=f"verdict/{name}")
+    if echo:
+        print(f"[{name}] {comparison.verdict_text(digits)}")
+    return comparison
+
+
+@dataclass
+class Family:
+    """Comparisons read together (one claim of the form "some of these show a gain"), corrected together.
+
+    Benjamini–Hochberg runs within the family only, so a gain in one family is never diluted by the nulls of
+    another: keep arms of different kinds (teacher-guided and teacher-free, say) in separate families."""
+
+    name: str
+    fdr: float = 0.05
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if not 0 < self.fdr < 1:
+            raise ArgumentError(f"fdr is a false-discovery rate in (0, 1), got {self.fdr}")
+
+    def add(self, name: str, comparison: Comparison) -> Comparison:
+        """Add one comparison (printed and recorded by :func:`report` as ``<family>/<name>``)."""
+        _check_name(name)
+        if name in self.comparisons:
+            raise ArgumentError(f"family {self.name!r} already has a comparison named {name!r}")
+        self.comparisons[name] = comparison
+        return report(f"{self.name}/{name}", comparison)
+
+    def gains(self) -> dict[str, bool]:
+        """Which comparisons show a gain after Benjamini–Hochberg within this family."""
+        return dict(zip(self.comparisons, significant_gains(list(self.comparisons.values()), self.fdr)))
+
+    def summary(self) -> str:
+        """One line: how many comparisons were measured and how many gains survive the correction (recorded)."""
+        from lmcourse.tracking import record_metrics
+
+        gains = self.gains()
+        won = [k for k, ok in gains.items() if ok]
+        measured = sum(c.measured for c in self.comparisons.values())
+        record_metrics({"comparisons": len(gains), "measured": measured, "gains": len(won)},
+                       prefix=f"verdict/{self.name}")
+        names = ", ".join(won) if won else "none"
+        return (f"family {self.name!r}: {measured} of {len(gains)} comparisons measured; gains after "
+                f"Benjamini–Hochberg at FDR {self.fdr:g}: {names}")
+
 
 def seed_table(rows: Sequence[dict[str, Any]], by: Sequence[str], value: str, digits: int = 3):
     """One row per group of ``by``: runs, mean, std and the printable ``mean ± std`` (a DataFrame).
