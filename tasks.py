@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         root = ["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else []  # containers often run as root
         return _run([BIN / "jupyter", "lab", f"--notebook-dir={ROOT / 'notebooks'}", *root, *rest], env)
     if task == "lint":
-        return _run([PY, "-m", "ruff", "check", "lmcourse", "tests", "tasks.py", *rest], env)
+        return _run([PY, "-m", "ruff", "check", "lmcourse", "tests", "tasks.py", "conftest.py", *rest], env)
     env["LMCOURSE_PROFILE"] = "smoke"
     return _run([PY, "-m", "pytest", *rest], env)
 

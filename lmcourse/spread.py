@@ -25,7 +25,9 @@ across families. Every verdict is printed and recorded by one function, :func:`r
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -36,6 +38,12 @@ from lmcourse.errors import ArgumentError
 
 NO_DIFFERENCE = "no measurable difference at this budget"
 NOT_MEASURED = "not measured"
+#: when set (the test suite sets it for the notebooks nbval runs), :func:`report` appends each printed line
+#: to this file, so that a verdict printed by any other route can be told apart (:func:`stray_verdict_lines`)
+VERDICT_LOG_ENV = "LMCOURSE_VERDICT_LOG"
+#: what marks a printed line as a verdict
+VERDICT_WORDS = (NO_DIFFERENCE, "no measurable difference", NOT_MEASURED, "% CI", " is higher than ",
+                 " is lower than ", "inside the spread", "beyond the spread")
 LEVEL = 0.95  # every interval the course prints is a 95 % confidence interval
 
 
@@ -304,9 +312,32 @@ def report(name: str, comparison: Comparison, *, digits: int = 3, echo: bool = T
     if not isinstance(comparison, Comparison):
         raise ArgumentError(f"report() takes a Comparison from lmcourse.spread.compare, got {type(comparison)}")
     record_metrics(verdict_metrics(comparison), prefix=f"verdict/{name}")
+    line = f"[{name}] {comparison.verdict_text(digits)}"
+    log = os.environ.get(VERDICT_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"name": name, "line": line, "measured": comparison.measured}) + "\n")
     if echo:
-        print(f"[{name}] {comparison.verdict_text(digits)}")
+        print(line)
     return comparison
+
+
+def reported_lines(log: str | os.PathLike) -> set[str]:
+    """The lines :func:`report` wrote to a verdict log (see ``VERDICT_LOG_ENV``)."""
+    try:
+        with open(log, encoding="utf-8") as f:
+            return {json.loads(row)["line"] for row in f if row.strip()}
+    except FileNotFoundError:
+        return set()
+
+
+def stray_verdict_lines(text: str, reported: set[str]) -> list[str]:
+    """Lines of printed output that read as a verdict but were not printed by :func:`report`.
+
+    A chapter that builds its own verdict text (``print(f"... no measurable difference")``, or a
+    ``Comparison.verdict`` printed without being recorded) shows up here."""
+    return [line for line in text.splitlines()
+            if any(w in line for w in VERDICT_WORDS) and line.strip() not in reported]
 
 
 @dataclass

@@ -211,7 +211,7 @@ def test_smoke_spec_end_to_end(smoke_bench_local):
     board = sweep.leaderboard_file.read_text()
     assert "GLUE (2 tasks)" in board and "| minilm-l6 | smoke | sst2 | 1 |" in board
     if load_shipped("smoke") is not None:  # one seed each side: compared, no conclusion
-        assert "## Against the shipped results" in board and "from a single seed, no spread" in board
+        assert "## Against the shipped results" in board and "from a single run, no interval: not measured" in board
 
 
 # ------------------------------------------------------------------- models the matrix needs: prepare steps
@@ -397,11 +397,13 @@ def _rows(model: str, task: str, scores: list[float], bench: str = "b") -> list[
              "accuracy": s} for i, s in enumerate(scores)]
 
 
-def test_a_rerun_inside_the_spread_matches_and_one_beyond_it_regresses():
+def test_a_rerun_inside_the_interval_matches_and_one_beyond_it_regresses():
+    from scipy import stats
+
     shipped = _rows("m", "sst2", [0.80, 0.82, 0.78]) + _rows("m", "rte", [0.60, 0.63, 0.57]) + \
         _rows("m", "cola", [0.30, 0.31])
-    ours = (_rows("m", "sst2", [0.77, 0.79, 0.75])  # 3 points lower, but std 2 + 2: inside the spread
-            + _rows("m", "rte", [0.50, 0.52, 0.48])  # 10 points lower, beyond std 3 + 2
+    ours = (_rows("m", "sst2", [0.77, 0.79, 0.75])  # 3 points lower, but std 2 and 2: 95 % CI [-6.7, +0.7]
+            + _rows("m", "rte", [0.50, 0.52, 0.48])  # 10 points lower, std 3 and 2: 95 % CI [-14.2, -5.8]
             + _rows("m", "cola", [0.35])  # one seed: no spread, no conclusion
             + _rows("other", "sst2", [0.9, 0.9]))  # not shipped: not compared
     validate_results(shipped + ours)
@@ -409,19 +411,22 @@ def test_a_rerun_inside_the_spread_matches_and_one_beyond_it_regresses():
     by_task = {r["task"]: r for r in table.to_dict("records")}
     assert sorted(by_task) == ["cola", "rte", "sst2"] and set(table["model"]) == {"m"}
     sst2, rte, cola = by_task["sst2"], by_task["rte"], by_task["cola"]
-    assert sst2["status"] == "inside the spread" and not sst2["regression"] and NO_DIFFERENCE in sst2["verdict"]
-    assert sst2["difference"] == pytest.approx(-3.0) and sst2["margin"] == pytest.approx(4.0)
+    assert sst2["status"] == "inside the interval" and not sst2["regression"] and NO_DIFFERENCE in sst2["verdict"]
+    welch = stats.ttest_ind([77, 79, 75], [80, 82, 78], equal_var=False).confidence_interval(0.95)
+    assert sst2["difference"] == pytest.approx(-3.0)
+    assert (sst2["ci_low"], sst2["ci_high"]) == pytest.approx((welch.low, welch.high))
     assert sst2["this run"] == "77.0 ± 2.0 (n=3)" and sst2["shipped"] == "80.0 ± 2.0 (n=3)"
     assert rte["status"] == "lower" and rte["regression"]
-    assert rte["verdict"] == "this run is lower than shipped by 10.000 (spread ±5.000)"
-    assert cola["status"] == "single seed" and not cola["regression"] and "no conclusion" in cola["verdict"]
+    assert rte["verdict"].startswith("this run is lower than shipped: -10.000, 95 % CI [-1")
+    assert rte["verdict"].endswith("Welch t, 3 vs 3 runs") and rte["ci_high"] < 0
+    assert cola["status"] == "single seed" and not cola["regression"] and "not measured" in cola["verdict"]
     # the leaderboard section flags only the regression
     fake = ShippedResults("b", Path("/x/data/results/b"), shipped, {"git_commits": ["abc"], "complete": True})
     section = comparison_markdown(table, fake)
     flagged = [line for line in section.splitlines() if "⚠" in line]
     assert len(flagged) == 1 and flagged[0].startswith("| m | cpu | rte |")
     line = comparison_summary(table, fake)
-    assert "1 inside the spread, 1 lower, 1 with a single seed (no conclusion)" in line
+    assert "1 inside the interval, 1 lower, 1 with a single seed (not measured)" in line
     assert "m · rte (-10.0 points)" in line
 
 
@@ -478,21 +483,21 @@ def test_ship_a_finished_sweep_and_compare_reruns_with_it(tmp_path, capsys):
     assert "shipped results" in (shipped_dir / "shifty" / "leaderboard.md").read_text()
     assert is_shipped(shipped.results_file, shipped_dir) and not is_shipped(runs / "shifty", shipped_dir)
 
-    # a rerun within the seeds' spread: no measurable difference, printed and in the leaderboard
+    # a rerun within the interval: no measurable difference, printed and in the leaderboard
     _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "0.004"), "shifty.yaml")
     assert cli_main(["bench", str(spec_path), "--runs-dir", str(tmp_path / "again"), "--shipped-dir",
                      str(shipped_dir), "-q"]) == 0
     out = capsys.readouterr().out
-    assert "against the shipped results" in out and "1 inside the spread" in out and "⚠" not in out
+    assert "against the shipped results" in out and "1 inside the interval" in out and "⚠" not in out
     assert NO_DIFFERENCE in (tmp_path / "again" / "shifty" / "leaderboard.md").read_text()
-    # a rerun five points lower with a spread of about one: a regression, flagged
+    # a rerun five points lower with a spread of about one (95 % CI [-8.0, -2.0]): a regression, flagged
     _spec(tmp_path, SHIFT_SPEC.replace("SHIFT", "-0.05"), "shifty.yaml")
     assert cli_main(["bench", str(spec_path), "--runs-dir", str(tmp_path / "worse"), "--shipped-dir",
                      str(shipped_dir), "-q"]) == 0
     out = capsys.readouterr().out
-    assert "1 lower; ⚠ lower beyond the spread: minilm-l6 · sst2 (-5.0 points)" in out
+    assert "1 lower; ⚠ lower beyond the interval: minilm-l6 · sst2 (-5.0 points)" in out
     board = (tmp_path / "worse" / "shifty" / "leaderboard.md").read_text()
-    assert "this run is lower than shipped by 5.000" in board and "⚠ lower than shipped" in board
+    assert "this run is lower than shipped: -5.000, 95 % CI [" in board and "⚠ lower than shipped" in board
 
     # shipped files edited by hand are refused when read
     csv = shipped_dir / "shifty" / "results.csv"

@@ -1,4 +1,4 @@
-"""lmcourse.spread: mean ± std over seeds and the "beyond the spread" rule."""
+"""lmcourse.spread: the comparison protocol (liveness, paired and Welch 95 % CIs, families, report)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import statistics
 import numpy as np
 import pytest
 
-from lmcourse.errors import ArgumentError
 from lmcourse import tracking
+from lmcourse.errors import ArgumentError
 from lmcourse.spread import (
     NO_DIFFERENCE,
     NOT_MEASURED,
@@ -214,7 +214,7 @@ def test_families_are_corrected_apart(capsys):
     tracking.reset()
     rng = np.random.default_rng(1)
     control = np.array([0.70, 0.71, 0.70, 0.72, 0.71])
-    gain = compare(control + [0.02, 0.004, 0.03, 0.012, 0.015], control, ("TAPT", "step 0"), paired=True)
+    gain = compare(control + np.array([0.02, 0.004, 0.03, 0.012, 0.015]), control, ("TAPT", "step 0"), paired=True)
     nulls = [compare(rng.normal(0.7, 0.01, 5), rng.normal(0.7, 0.01, 5), paired=True) for _ in range(9)]
     # read as one family of ten, the modest gain (paired p = 0.02) does not survive ...
     assert gain.significant and significant_gains([gain, *nulls])[0] is False

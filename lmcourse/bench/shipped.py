@@ -10,8 +10,9 @@ refused unless ``allow_incomplete`` is given; the manifest then says what is mis
 
 A later ``lmcourse bench <spec>`` compares its results with the shipped ones per model × task × profile
 (:func:`compare_with_shipped`): mean ± std over seeds of both, and the verdict of
-:func:`lmcourse.spread.compare`: a difference counts only when the gap of the means is larger than the two
-standard deviations together; anything inside is "no measurable difference at this budget".
+:func:`lmcourse.spread.compare`: a difference counts only when the
+95 % confidence interval of the difference (Welch's t: a rerun and the shipped runs share no seeds' draws)
+excludes 0; anything inside is "no measurable difference at this budget".
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ MANIFEST_HEADER = """\
 """
 KEYS = ("model", "task", "profile")
 # The status of a model × task against the shipped results (``status`` of :func:`compare_with_shipped`).
-STATUSES = ("inside the spread", "higher", "lower", "single seed")
+STATUSES = ("inside the interval", "higher", "lower", "single seed")
 
 
 @dataclass(frozen=True)
@@ -256,8 +257,9 @@ def compare_with_shipped(rows: Sequence[Mapping[str, Any]], shipped: ShippedResu
     """Per model × task × profile present in both: task score (percent) mean ± std over seeds of ``rows`` and of
     the shipped rows, and the verdict of :func:`lmcourse.spread.compare` (a DataFrame).
 
-    ``status`` is ``lower`` / ``higher`` (the gap is beyond std + std), ``inside the spread``, or ``single
-    seed`` (one side has one run: no spread, no conclusion); ``regression`` is ``status == "lower"``."""
+    ``status`` is ``lower`` / ``higher`` (the 95 % Welch interval of the difference excludes 0), ``inside the
+    interval``, or ``single seed`` (one side has one run: no interval, not measured); ``regression`` is
+    ``status == "lower"``. A rerun and the shipped runs are separate draws, so the comparison is unpaired."""
     import pandas as pd
 
     from lmcourse.spread import compare
@@ -270,28 +272,29 @@ def compare_with_shipped(rows: Sequence[Mapping[str, Any]], shipped: ShippedResu
         c = compare(ours, theirs[key], names=("this run", "shipped"))
         if c.a.n < 2 or c.b.n < 2:
             status = "single seed"
-        elif not c.measurable:
-            status = "inside the spread"
+        elif not c.significant:
+            status = "inside the interval"
         else:
             status = "higher" if c.difference > 0 else "lower"
         out.append({**dict(zip(KEYS, key)), "runs": c.a.n, "mean": c.a.mean, "std": c.a.std,
                     "this run": c.a.format(1), "shipped_runs": c.b.n, "shipped_mean": c.b.mean,
                     "shipped_std": c.b.std, "shipped": c.b.format(1), "difference": c.difference,
-                    "margin": c.margin, "status": status, "regression": status == "lower", "verdict": c.verdict})
+                    "ci_low": c.interval[0], "ci_high": c.interval[1], "status": status,
+                    "regression": status == "lower", "verdict": c.verdict})
     columns = [*KEYS, "runs", "mean", "std", "this run", "shipped_runs", "shipped_mean", "shipped_std", "shipped",
-               "difference", "margin", "status", "regression", "verdict"]
+               "difference", "ci_low", "ci_high", "status", "regression", "verdict"]
     return pd.DataFrame(out, columns=columns)
 
 
 def comparison_summary(comparison, shipped: ShippedResults) -> str:
-    """One line for the printed summary: how many model × task are lower, higher, inside the spread."""
+    """One line for the printed summary: how many model × task are lower, higher, inside the interval."""
     if comparison.empty:
         return f"against the shipped results {shipped.describe()}: no model × task in common"
     counts = comparison["status"].value_counts().to_dict()
-    words = {"single seed": "with a single seed (no conclusion)"}
+    words = {"single seed": "with a single seed (not measured)"}
     parts = ", ".join(f"{counts[s]} {words.get(s, s)}" for s in STATUSES if counts.get(s))
     lower = comparison[comparison["regression"]]
-    worst = "" if lower.empty else "; ⚠ lower beyond the spread: " + ", ".join(
+    worst = "" if lower.empty else "; ⚠ lower beyond the interval: " + ", ".join(
         f"{r['model']} · {r['task']} ({r['difference']:+.1f} points)" for r in lower.to_dict("records"))
     return f"against the shipped results {shipped.describe()}: {parts}{worst}"
 
@@ -300,8 +303,7 @@ def comparison_markdown(comparison, shipped: ShippedResults) -> str:
     """The comparison as a Markdown section of the leaderboard."""
     lines = ["", "## Against the shipped results", "",
              f"{shipped.describe()}. Task scores in percent, mean ± std over seeds; a difference counts only "
-             "when the gap of the means is larger than the two standard deviations together "
-             "(lmcourse.spread.compare).", ""]
+             "when its 95 % confidence interval (Welch's t) excludes 0 (lmcourse.spread.compare).", ""]
     if comparison.empty:
         return "\n".join([*lines, "No model × task of this run is in the shipped results.", ""])
     lines += ["| model | profile | task | this run | shipped | verdict | |", "|---|---|---|---|---|---|---|"]
