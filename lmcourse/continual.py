@@ -12,7 +12,10 @@ A model fine-tuned on task 1 and then on task 2 usually gets worse at task 1: *c
 - :func:`diagonal_fisher` + :func:`ewc_penalty`: elastic weight consolidation (Kirkpatrick et al. 2017), a
   quadratic pull back towards the weights that mattered for earlier tasks;
 - :class:`LoRAPerTask`: one LoRA adapter per task on a frozen encoder (:mod:`lmcourse.peft`, chapter 08):
-  no forgetting by construction, at the price of an adapter per task.
+  no forgetting by construction, at the price of an adapter per task;
+- :func:`diagonal_scores`, :func:`paired_values`, :func:`transfer_comparison`: the inputs of the chapter's
+  comparisons (:func:`lmcourse.spread.compare`): each task's ``R[i, i]`` against its majority class, runs
+  paired by seed and order, and a BWT comparison that is *not measured* when a task it reads was never learned.
 
 The model is plain PyTorch (no ``Trainer``): a shared encoder (``AutoModel``) and one linear head per task
 (:class:`MultiTaskClassifier`, mean-pooled readout), so that a batch may mix tasks (replay, joint training).
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.errors import ArgumentError, UnknownNameError
+from lmcourse.spread import NOT_MEASURED, Comparison, compare
 
 METHODS = ("naive", "replay", "ewc", "lora")
 
@@ -644,6 +648,110 @@ def run_joint(encoder: nn.Module, tasks: Sequence[TaskData], cfg: TrainConfig, s
     R = np.tile(final, (len(tasks), 1))
     return SequenceResult("joint", tuple(t.name for t in tasks), seed, R, b, time.perf_counter() - t0,
                           {"train": [info]})
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+PAIRINGS = ("seed and order", "seed")
+
+
+def diagonal_scores(runs: Sequence[SequenceResult], task: str) -> list[float]:
+    """``R[i, i]`` of ``task`` in each run, in the runs' order: its dev accuracy right after it was trained.
+
+    Only a task whose diagonal entry beats its majority class was learned; its backward transfer is then what
+    the later tasks did to something real (the notebook checks it with :func:`lmcourse.spread.compare`)."""
+    out = []
+    for r in runs:
+        if task not in r.order:
+            raise ArgumentError(f"task {task!r} is not in the {r.method} run's order {r.order}")
+        i = r.order.index(task)
+        out.append(float(r.R[i, i]))
+    return out
+
+
+def paired_values(runs: Sequence[SequenceResult], method: str, baseline: str, metric: str,
+                  by: str = "seed and order") -> tuple[list[float], list[float]]:
+    """``metric`` of ``method``'s and ``baseline``'s runs, paired and in matching order.
+
+    ``by="seed and order"``: run for run (both methods ran every seed on every order). ``by="seed"``: for a
+    method whose runs do not depend on the order (multi-task training), each of its runs is paired with the
+    baseline's mean over the orders of the same seed. Pairs are sorted by seed, then order."""
+    if by not in PAIRINGS:
+        raise UnknownNameError(f"unknown pairing {by!r}; choose one of {PAIRINGS}")
+
+    def keyed(m: str, key) -> dict:
+        out: dict = {}
+        for r in runs:
+            if r.method != m:
+                continue
+            value = r.metrics[metric]
+            if value is None:
+                raise ArgumentError(f"the {m} run (seed {r.seed}, order {r.order}) has no {metric}")
+            out.setdefault(key(r), []).append(float(value))
+        if not out:
+            raise ArgumentError(f"no run of method {m!r}")
+        return out
+
+    mine = keyed(method, (lambda r: (r.seed, r.order)) if by == "seed and order" else (lambda r: r.seed))
+    theirs = keyed(baseline, (lambda r: (r.seed, r.order)) if by == "seed and order" else (lambda r: r.seed))
+    repeated = [k for k, v in mine.items() if len(v) > 1]
+    if repeated:
+        raise ArgumentError(f"{method} has several runs for {repeated}: pair them by seed and order")
+    if by == "seed and order" and any(len(v) > 1 for v in theirs.values()):
+        raise ArgumentError(f"{baseline} has several runs of one seed and order")
+    if set(mine) != set(theirs):
+        raise ArgumentError(f"{method} and {baseline} did not run the same {by}s: "
+                            f"{sorted(mine, key=str)} vs {sorted(theirs, key=str)}")
+    keys = sorted(mine, key=str)
+    return [mine[k][0] for k in keys], [float(np.mean(theirs[k])) for k in keys]
+
+
+@dataclass(frozen=True)
+class TransferComparison(Comparison):
+    """A :class:`~lmcourse.spread.Comparison` of backward (or forward) transfer that is *not measured* when an
+    arm never learned a task the metric reads (``unlearned``: ``(arm, task)`` pairs).
+
+    BWT and FWT are differences of accuracies with no constant predictor to put a ``chance`` on; what makes
+    them meaningless is a diagonal entry ``R[i, i]`` at the majority class: a task that was never learned
+    cannot be forgotten, and a BWT near 0 would then read as "no forgetting"."""
+
+    unlearned: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dead_arms(self) -> tuple[str, ...]:
+        base = super().dead_arms
+        if self.a.n < 2 or self.b.n < 2:
+            return base
+        extra = tuple(arm for arm in (self.name_a, self.name_b)
+                      if arm not in base and any(a == arm for a, _ in self.unlearned))
+        return base + extra
+
+    def verdict_text(self, digits: int = 3) -> str:
+        if self.a.n < 2 or self.b.n < 2 or not self.unlearned:
+            return super().verdict_text(digits)
+        tasks: dict[str, list[str]] = {}
+        for arm, task in self.unlearned:
+            tasks.setdefault(arm, []).append(task)
+        who = "; ".join(f"{arm} on {', '.join(ts)}" for arm, ts in tasks.items())
+        text = (f"{self.name_a} vs {self.name_b}: {NOT_MEASURED}: a task was never learned (R[i,i] did not beat "
+                f"its majority class): {who}")
+        if self.upstream:
+            text += f" [rests on {self.upstream}: the interval covers the downstream seeds only]"
+        return text
+
+
+def transfer_comparison(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a", "b"), *,
+                        unlearned: Iterable[tuple[str, str]] = (), **kwargs: Any) -> TransferComparison:
+    """:func:`lmcourse.spread.compare` for a transfer metric, *not measured* if an arm in ``unlearned``
+    (``(arm, task)`` pairs, arms named as in ``names``) never learned a task the metric reads."""
+    if "chance" in kwargs:
+        raise ArgumentError("a transfer metric is a difference of accuracies: it has no constant predictor "
+                            "(pass the tasks that were not learned as unlearned=)")
+    c = compare(a, b, names, **kwargs)
+    pairs = tuple((str(arm), str(task)) for arm, task in unlearned)
+    bad = sorted({arm for arm, _ in pairs if arm not in names})
+    if bad:
+        raise ArgumentError(f"unlearned names arms {bad} that are not compared here ({names})")
+    return TransferComparison(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, unlearned=pairs)
 
 
 # ------------------------------------------------------------------------------------------ plots

@@ -7,7 +7,9 @@ the course checks each method twice:
   ``f(x) − f(baseline)``), up to the error of the numerical integral, and equal captum's implementation;
 * **faithfulness**: deleting the tokens a method ranks highest should make the prediction collapse faster
   than deleting random tokens (deletion curve), and inserting them first should restore it faster
-  (insertion curve). Each curve is summarised by its AOPC (Samek et al. 2017), one number per sentence.
+  (insertion curve). Each curve is summarised by its AOPC (Samek et al. 2017), one number per sentence, and
+  two methods are compared on the same sentences with :func:`lmcourse.spread.compare` (``paired=True``: a t
+  interval of the per-sentence differences; :func:`metric_key` names the verdict).
 
 Attention is not an attribution by construction; :func:`raw_attention` and :func:`attention_rollout`
 (Abnar & Zuidema 2020) turn it into token scores so that it can be put through the same faithfulness test.
@@ -24,8 +26,8 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,6 @@ import torch
 from torch import nn
 
 from lmcourse.errors import ArgumentError, UnknownNameError
-from lmcourse.spread import NO_DIFFERENCE
 
 INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 OUTPUTS = ("prob", "logit", "log_prob")
@@ -423,51 +424,13 @@ def mean_curve(curves: Sequence[np.ndarray], points: int = 11) -> tuple[np.ndarr
     return grid, np.mean([np.interp(grid, np.linspace(0.0, 1.0, len(c)), c) for c in curves], axis=0)
 
 
-@dataclass(frozen=True)
-class PairedDifference:
-    """Mean of ``a − b`` over paired items (sentences) with a bootstrap confidence interval."""
-
-    name_a: str
-    name_b: str
-    mean: float
-    low: float
-    high: float
-    n: int
-    level: float
-
-    @property
-    def measurable(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-    @property
-    def verdict(self) -> str:
-        ci = f"{self.level:.0%} CI [{self.low:+.3f}, {self.high:+.3f}] over {self.n} sentences"
-        if not self.measurable:
-            return f"{self.name_a} vs {self.name_b}: {self.mean:+.3f}, {ci}: {NO_DIFFERENCE}"
-        word = "higher" if self.mean > 0 else "lower"
-        return f"{self.name_a} is {word} than {self.name_b} by {abs(self.mean):.3f} ({ci})"
-
-    def __str__(self) -> str:
-        return self.verdict
-
-
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a", "b"),
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> PairedDifference:
-    """Compare two methods scored on the same sentences: resample sentences, keep the pairs.
-
-    Pairing removes the sentence-to-sentence spread (some sentences are easy for every method), which an
-    unpaired mean ± std would count as noise. A difference whose interval contains 0 is "no measurable
-    difference"."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ArgumentError(f"paired_bootstrap needs two 1-D arrays of the same length ≥ 2, got {x.shape}, {y.shape}")
-    if not 0 < level < 1:
-        raise ArgumentError(f"level must be in (0, 1), got {level}")
-    d = x - y
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(int(n_boot), len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return PairedDifference(names[0], names[1], float(d.mean()), float(lo), float(hi), len(d), level)
+def metric_key(method: str) -> str:
+    """A method's name as one segment of a verdict name: ``"gradient×input"`` -> ``"gradient_x_input"``,
+    ``"random order (mean of seeds)"`` -> ``"random_order_mean_of_seeds"``."""
+    key = re.sub(r"[^a-z0-9]+", "_", method.lower().replace("×", "_x_")).strip("_")
+    if not key:
+        raise ArgumentError(f"method name {method!r} has no letter or digit to name a verdict by")
+    return key
 
 
 # ------------------------------------------------------------------------------------------ SHAP

@@ -15,20 +15,25 @@ from torch import nn
 from lmcourse.continual import (
     LoRAPerTask,
     ReplayBuffer,
+    SequenceResult,
     TaskData,
     TrainConfig,
     build_model,
     collate,
     diagonal_fisher,
+    diagonal_scores,
     ewc_penalty,
     initial_scores,
     mixed_batches,
+    paired_values,
     run_joint,
     run_sequence,
     train_examples,
+    transfer_comparison,
     transfer_metrics,
 )
 from lmcourse.errors import ArgumentError, UnknownNameError
+from lmcourse.spread import Family, compare, verdict_metrics
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -63,6 +68,63 @@ def test_transfer_metrics_two_tasks_and_no_forgetting():
 def test_transfer_metrics_errors(R, b, match):
     with pytest.raises(ArgumentError, match=match):
         transfer_metrics(R, b)
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+def _result(method, order, seed, diag, last):
+    """A fake run: ``diag`` on the diagonal, ``last`` as the final row's off-diagonal entries."""
+    T = len(order)
+    R = np.full((T, T), 0.5)
+    R[np.arange(T), np.arange(T)] = diag
+    R[T - 1, :T - 1] = last
+    return SequenceResult(method, tuple(order), seed, R, np.full(T, 0.5), 1.0)
+
+
+def test_diagonal_scores_and_pairing_by_seed_and_order():
+    runs = [_result("naive", ("a", "b"), 1, [0.9, 0.8], [0.6]), _result("naive", ("b", "a"), 0, [0.7, 0.95], [0.5]),
+            _result("naive", ("a", "b"), 0, [0.85, 0.75], [0.55]),
+            _result("replay", ("a", "b"), 0, [0.85, 0.7], [0.8]), _result("replay", ("b", "a"), 0, [0.7, 0.9], [0.65]),
+            _result("replay", ("a", "b"), 1, [0.9, 0.8], [0.85])]
+    assert diagonal_scores(runs[:3], "a") == [0.9, 0.95, 0.85]  # R[i, i] wherever the task stood in the order
+    rep, nai = paired_values(runs, "replay", "naive", "backward_transfer")
+    # sorted by (seed, order): (0, a→b), (0, b→a), (1, a→b), whatever order the runs were listed in
+    assert rep == pytest.approx([0.8 - 0.85, 0.65 - 0.7, 0.85 - 0.9])
+    assert nai == pytest.approx([0.55 - 0.85, 0.5 - 0.7, 0.6 - 0.9])
+    joint = [SequenceResult("joint", ("a", "b"), s, np.full((2, 2), v), np.full(2, 0.5), 1.0)
+             for s, v in ((1, 0.9), (0, 0.8))]
+    j, n = paired_values(runs + joint, "joint", "naive", "average_accuracy", by="seed")
+    assert j == pytest.approx([0.8, 0.9])
+    assert n == pytest.approx([np.mean([(0.55 + 0.75) / 2, (0.5 + 0.95) / 2]), (0.6 + 0.8) / 2])
+    with pytest.raises(ArgumentError, match="several runs"):
+        paired_values(runs + joint, "naive", "joint", "average_accuracy", by="seed")
+    with pytest.raises(ArgumentError, match="same seed and orders"):
+        paired_values(runs[:3] + runs[4:], "replay", "naive", "average_accuracy")
+    with pytest.raises(UnknownNameError, match="pairing"):
+        paired_values(runs, "replay", "naive", "average_accuracy", by="order")
+    with pytest.raises(ArgumentError, match="not in"):
+        diagonal_scores(runs, "c")
+
+
+def test_transfer_comparison_is_not_measured_when_a_task_was_never_learned():
+    a, b = [-0.01, 0.0, -0.02, 0.01], [-0.20, -0.25, -0.18, -0.22]
+    plain = compare(a, b, ("replay", "naive"), paired=True)
+    ok = transfer_comparison(a, b, ("replay", "naive"), paired=True)
+    assert ok.measured and ok.significant and ok.better and ok.interval == plain.interval
+    assert ok.verdict_text() == plain.verdict_text()
+    dead = transfer_comparison(a, b, ("replay", "naive"), paired=True, unlearned=[("naive", "cola")])
+    assert not dead.measured and not dead.significant and dead.dead_arms == ("naive",)
+    assert "not measured" in dead.verdict and "naive on cola" in dead.verdict
+    assert dead.interval == plain.interval and verdict_metrics(dead)["measured"] == 0
+    fam = Family("test_continual/bwt")
+    fam.add("ok", ok)
+    fam.add("dead", dead)
+    assert fam.gains() == {"ok": True, "dead": False}
+    single = transfer_comparison([0.1], [0.0], ("replay", "naive"), unlearned=[("replay", "cola")])
+    assert not single.measured and "single run" in single.verdict
+    with pytest.raises(ArgumentError, match="not compared"):
+        transfer_comparison(a, b, ("replay", "naive"), unlearned=[("ewc", "cola")])
+    with pytest.raises(ArgumentError, match="constant predictor"):
+        transfer_comparison(a, b, ("replay", "naive"), chance=0.5)
 
 
 # ------------------------------------------------------------------------------------------ EWC

@@ -12,6 +12,7 @@ from torch import nn
 
 from lmcourse import interpretability as ip
 from lmcourse.errors import ArgumentError, UnknownNameError
+from lmcourse.spread import compare
 
 SENTENCES = ["a charming and often affecting journey .", "the plot is thin and the jokes fall flat ."]
 
@@ -225,13 +226,41 @@ def test_aopc_of_hand_made_curves():
     assert ip.aopc([0.5, 0.7]) == pytest.approx(-0.1)  # deleting evidence against the class raises it
 
 
-def test_paired_bootstrap_verdicts():
+def test_methods_compared_per_sentence_with_a_paired_t_interval():
+    """The comparison notebook 12 makes: two methods' AOPC on the same sentences, paired by sentence."""
+    model = BagOfEmbeddings().eval()
+    g = torch.Generator().manual_seed(1)
+    oracle_aopc, random_aopc = [], []
+    for _ in range(12):  # a dozen sentences of 10 random words between [CLS] and [SEP]
+        ids = torch.cat([torch.tensor([2]), torch.randint(4, 50, (10,), generator=g), torch.tensor([3])])[None]
+        mask = torch.ones_like(ids)
+        pred = int(ip.predict_proba(model, ids, mask).argmax(-1)[0])
+        sign = 1.0 if pred == 1 else -1.0
+        oracle = sign * ((model.emb(ids[0]) - model.emb.weight[MASK]) @ model.w).detach()
+        kw = dict(target=pred, replace_id=MASK)
+        oracle_aopc.append(ip.aopc(ip.deletion_curve(model, ids, mask, oracle, **kw)))
+        random_aopc.append(ip.aopc(ip.deletion_curve(model, ids, mask, ip.random_scores(ids.shape[1], 0), **kw)))
+    clear = compare(oracle_aopc, random_aopc, ("oracle", "random"), paired=True)
+    assert clear.measured and clear.significant and clear.better and clear.difference > 0
+    assert clear.interval[0] > 0 and clear.method == "paired t" and clear.n == 12
+    same = compare(random_aopc, random_aopc, ("random", "random"), paired=True)
+    assert same.measured and not same.significant and same.difference == 0
+    # pairing is what makes a small, consistent gain visible against a large sentence-to-sentence spread
     rng = np.random.default_rng(0)
-    base = rng.normal(size=200)
-    clear = ip.paired_bootstrap(base + 0.5 + rng.normal(scale=0.1, size=200), base, ("a", "b"))
-    assert clear.measurable and clear.low > 0.4 and "higher" in clear.verdict
-    same = ip.paired_bootstrap(base + rng.normal(scale=0.1, size=200), base, ("a", "b"))
-    assert not same.measurable and "no measurable difference" in same.verdict
+    base = rng.normal(size=40)
+    shifted = base + 0.2 + rng.normal(scale=0.05, size=40)
+    assert compare(shifted, base, paired=True).significant
+    assert not compare(shifted, base, paired=False).significant
+    noise = base + rng.normal(scale=0.1, size=40)
+    assert not compare(noise, base, paired=True).significant
+
+
+def test_metric_key_names_verdicts():
+    assert ip.metric_key("gradient×input") == "gradient_x_input"
+    assert ip.metric_key("random order (mean of seeds)") == "random_order_mean_of_seeds"
+    assert ip.metric_key("SHAP") == "shap"
+    with pytest.raises(ArgumentError, match="no letter"):
+        ip.metric_key(" () ")
 
 
 # ------------------------------------------------------------------------------------------ SHAP
