@@ -16,7 +16,8 @@ and two configurations are compared by :func:`compare`, which applies four rules
   normal scores at any count, which matters at the 3–5 seeds the course can afford; a percentile bootstrap
   over three values would undercover badly.
 - **The unit of replication.** When an arm rests on one upstream run (one pretraining run, one teacher),
-  ``upstream=`` says so in the verdict: the interval then covers the downstream seeds only.
+  ``upstream=`` says so in the verdict: the interval then covers the downstream draws (seeds, examples) only,
+  not a rerun of the upstream step.
 
 Several comparisons read together form a :class:`Family`; Benjamini–Hochberg runs within a family, never
 across families. Every verdict is printed and recorded by one function, :func:`report`, under
@@ -231,7 +232,7 @@ class Comparison:
             word = "higher" if self.difference > 0 else "lower"
             text = f"{self.name_a} is {word} than {self.name_b}: {self.describe_interval(digits)}"
         if self.upstream:
-            text += f" [rests on {self.upstream}: the interval covers the downstream seeds only]"
+            text += f" [rests on {self.upstream}: the interval does not cover a rerun of it]"
         return text
 
     @property

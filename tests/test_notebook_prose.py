@@ -117,6 +117,8 @@ _THRESHOLD_BEFORE = re.compile(
     r"(?:\bat least|\bat most|\bwithin|\bby|\bmore than|\bless than|\bfewer than|\babove|\bbelow|\bunder|\bover"
     r"|\ballows?|\brequires?|\bmargin of|\btolerance of|[<>≤≥])\s*(?:the\s+|a\s+|an\s+)?(?:about\s+|~\s*)?$", re.I)
 _THRESHOLD_AFTER = re.compile(r"^\S*\s*(?:margin|tolerance)\b", re.I)
+# the level of a confidence interval ("a 95 % CI", "95 % confidence interval") is a setting, not a measurement
+_CONFIDENCE_LEVEL = re.compile(r"^\s*(?:CIs?|confidence|(?:t\s+)?intervals?)\b", re.I)
 _CITATION = re.compile(
     r"\bet al\b|\b[A-Z][A-Za-z-]+,?\s+\(?(?:19|20)\d\d[a-z]?\b|\((?:19|20)\d\d[a-z]?[),;]|\bTable\s+\d|§"
     r"|\bAppendix\b|\bApp\.\s|\bREADME\b|\bpapers?\b|\barXiv\b|https?://|\bsource:"
@@ -148,7 +150,8 @@ def find_measured_numbers(markdown: str) -> list[Finding]:
             spans += [m.span() for m in _DECIMAL.finditer(hidden)]
         seen: list[tuple[int, int]] = []
         for start, end in sorted(spans):
-            if any(s <= start < e for s, e in seen) or _is_threshold(hidden, start, end):
+            if any(s <= start < e for s, e in seen) or _is_threshold(hidden, start, end) \
+                    or (hidden[start:end].rstrip().endswith("%") and _CONFIDENCE_LEVEL.search(hidden[end:end + 20])):
                 continue
             seen.append((start, end))
             findings.append(Finding(hidden[start:end].strip(), " ".join(original.split())))
@@ -164,6 +167,7 @@ def find_measured_numbers(markdown: str) -> list[Finding]:
     ("The peak of this CPU is about 155 GFLOP/s.", "155 GFLOP/s"),
     ("It took 94 s of training and a 2-minute evaluation.", "94 s"),
     ("Peak memory was 310 MiB.", "310 MiB"),
+    ("The probe recovers 95 % of the gap (95 % CI [+0.004, +0.058]).", "95 %"),
     ("Logistic regression reaches 0.623 ± 0.032 at k = 8.", "0.623 ± 0.032"),
     ("Measured with these descriptions: 0.687 on the full validation set.", "0.687"),
     ("It lands at 1.91 against the reference (seed 0).", "1.91"),
@@ -201,6 +205,8 @@ def test_detector_flags_measured_numbers(text, expected):
     "Our skip-gram must come within **0.07 Spearman** of gensim's; the check allows 2 points.",
     "It is asserted with a 0.02 margin.",
     "On the `cpu` profile the check allows at most 0.05 above it; it must stay within the 0.05 the check allows.",
+    # the level of an interval
+    "Each verdict prints the gap with its 95 % CI; a 95 % confidence interval of the paired differences.",
     # derived from the notebook's formula
     "By the formula the tied decoder is about 37 % of the training FLOPs at `cpu` sizes.",
     # formulas, code and arithmetic are hidden or not units
