@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.errors import ArgumentError, UnknownNameError
-from lmcourse.spread import NOT_MEASURED, Comparison, compare
+from lmcourse.spread import Comparison, compare
 
 METHODS = ("naive", "replay", "ewc", "lora")
 
@@ -705,53 +705,19 @@ def paired_values(runs: Sequence[SequenceResult], method: str, baseline: str, me
     return [mine[k][0] for k in keys], [float(np.mean(theirs[k])) for k in keys]
 
 
-@dataclass(frozen=True)
-class TransferComparison(Comparison):
-    """A :class:`~lmcourse.spread.Comparison` of backward (or forward) transfer that is *not measured* when an
-    arm never learned a task the metric reads (``unlearned``: ``(arm, task)`` pairs).
+def transfer_comparison(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a", "b"), *,
+                        unlearned: Iterable[tuple[str, str]] = (), **kwargs: Any) -> Comparison:
+    """:func:`lmcourse.spread.compare` for a transfer metric (BWT, FWT), *not measured* if an arm in
+    ``unlearned`` (``(arm, task)`` pairs, arms named as in ``names``) never learned a task the metric reads.
 
     BWT and FWT are differences of accuracies with no constant predictor to put a ``chance`` on; what makes
     them meaningless is a diagonal entry ``R[i, i]`` at the majority class: a task that was never learned
     cannot be forgotten, and a BWT near 0 would then read as "no forgetting"."""
-
-    unlearned: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def dead_arms(self) -> tuple[str, ...]:
-        base = super().dead_arms
-        if self.a.n < 2 or self.b.n < 2:
-            return base
-        extra = tuple(arm for arm in (self.name_a, self.name_b)
-                      if arm not in base and any(a == arm for a, _ in self.unlearned))
-        return base + extra
-
-    def verdict_text(self, digits: int = 3) -> str:
-        if self.a.n < 2 or self.b.n < 2 or not self.unlearned:
-            return super().verdict_text(digits)
-        tasks: dict[str, list[str]] = {}
-        for arm, task in self.unlearned:
-            tasks.setdefault(arm, []).append(task)
-        who = "; ".join(f"{arm} on {', '.join(ts)}" for arm, ts in tasks.items())
-        text = (f"{self.name_a} vs {self.name_b}: {NOT_MEASURED}: a task was never learned (R[i,i] did not beat "
-                f"its majority class): {who}")
-        if self.upstream:
-            text += f" [rests on {self.upstream}: the interval covers the downstream seeds only]"
-        return text
-
-
-def transfer_comparison(a: Sequence[float], b: Sequence[float], names: tuple[str, str] = ("a", "b"), *,
-                        unlearned: Iterable[tuple[str, str]] = (), **kwargs: Any) -> TransferComparison:
-    """:func:`lmcourse.spread.compare` for a transfer metric, *not measured* if an arm in ``unlearned``
-    (``(arm, task)`` pairs, arms named as in ``names``) never learned a task the metric reads."""
     if "chance" in kwargs:
         raise ArgumentError("a transfer metric is a difference of accuracies: it has no constant predictor "
                             "(pass the tasks that were not learned as unlearned=)")
-    c = compare(a, b, names, **kwargs)
-    pairs = tuple((str(arm), str(task)) for arm, task in unlearned)
-    bad = sorted({arm for arm, _ in pairs if arm not in names})
-    if bad:
-        raise ArgumentError(f"unlearned names arms {bad} that are not compared here ({names})")
-    return TransferComparison(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, unlearned=pairs)
+    told = [(arm, f"{task} (R[i,i] did not beat its majority class)") for arm, task in unlearned]
+    return compare(a, b, names, unlearned=told, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ plots

@@ -124,6 +124,7 @@ class Comparison:
     higher_is_better: bool = True
     upstream: str | None = None
     level: float = LEVEL
+    unlearned: tuple[tuple[str, str], ...] = ()  # (arm, what it did not learn), known from an earlier check
 
     @property
     def difference(self) -> float:
@@ -190,7 +191,9 @@ class Comparison:
         """The arms whose interval does not lie beyond ``chance`` (they did not learn)."""
         if self.a.n < 2 or self.b.n < 2:
             return ()
-        return tuple(name for name, s in ((self.name_a, self.a), (self.name_b, self.b)) if self._dead(s))
+        told = {arm for arm, _ in self.unlearned}
+        return tuple(name for name, s in ((self.name_a, self.a), (self.name_b, self.b))
+                     if self._dead(s) or name in told)
 
     @property
     def measured(self) -> bool:
@@ -221,11 +224,20 @@ class Comparison:
         if self.a.n < 2 or self.b.n < 2:
             text = f"{head}: {gap} from a single run, no interval: {NOT_MEASURED}"
         elif self.dead_arms:
-            lows = "; ".join(f"{name} {s.mean:.{digits}f}" for name, s in ((self.name_a, self.a), (self.name_b, self.b))
-                             if name in self.dead_arms)
-            who = " and ".join(self.dead_arms)
-            text = (f"{head}: {NOT_MEASURED}: {who} stayed at {self.chance_label} "
-                    f"({lows}; {self.chance_label} {self.chance:.{digits}f})")
+            told = {arm for arm, _ in self.unlearned}
+            at_chance = [name for name in self.dead_arms if name not in told]
+            parts = []
+            if at_chance:
+                lows = "; ".join(f"{name} {s.mean:.{digits}f}" for name, s in ((self.name_a, self.a),
+                                                                                 (self.name_b, self.b))
+                                 if name in at_chance)
+                parts.append(f"{' and '.join(at_chance)} stayed at {self.chance_label} "
+                             f"({lows}; {self.chance_label} {self.chance:.{digits}f})")
+            whats: dict[str, list[str]] = {}
+            for arm, what in self.unlearned:
+                whats.setdefault(arm, []).append(what)
+            parts += [f"{arm} did not learn {', '.join(ws)}" for arm, ws in whats.items()]
+            text = f"{head}: {NOT_MEASURED}: {'; '.join(parts)}"
         elif not self.significant:
             text = f"{head}: {self.describe_interval(digits)}: {NO_DIFFERENCE}"
         else:
@@ -245,13 +257,16 @@ class Comparison:
 
 def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tuple[str, str] = ("a", "b"), *,
             paired: bool = False, chance: float | None = None, chance_label: str = "the constant predictor",
-            higher_is_better: bool = True, upstream: str | None = None, level: float = LEVEL) -> Comparison:
+            higher_is_better: bool = True, upstream: str | None = None, level: float = LEVEL,
+            unlearned: Iterable[tuple[str, str]] = ()) -> Comparison:
     """Compare two configurations run over seeds (see the module docstring for the rules).
 
     ``paired=True`` when ``a[i]`` and ``b[i]`` share a seed, a subset or the examples they are scored on (the
     values must then be in the same order). ``chance`` is the constant predictor's score on the task (with
     ``chance_label`` naming it in the verdict: "the majority class"); ``higher_is_better=False`` for losses.
-    ``upstream`` names the one upstream run both arms rest on ("one pretraining run"), if any."""
+    ``upstream`` names the one upstream run both arms rest on ("one pretraining run"), if any. ``unlearned``
+    lists ``(arm, what)`` for arms an earlier check found did not learn something the compared number reads
+    (a task whose accuracy never left the majority class, say): such an arm is dead whatever its own scores."""
     sa = a if isinstance(a, Spread) else spread(a)
     sb = b if isinstance(b, Spread) else spread(b)
     if paired and sa.n != sb.n:
@@ -261,8 +276,14 @@ def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tup
         raise ArgumentError(f"level must be in (0, 1), got {level}")
     if chance is not None and not math.isfinite(float(chance)):
         raise ArgumentError(f"chance must be a finite score of the constant predictor, got {chance}")
+    told = tuple((str(arm), str(what)) for arm, what in unlearned)
+    strangers = sorted({arm for arm, _ in told} - set(names))
+    if strangers:
+        raise ArgumentError(f"unlearned names arms {strangers} that are not compared here ({names[0]!r}, "
+                            f"{names[1]!r})")
     return Comparison(names[0], names[1], sa, sb, paired=paired, chance=None if chance is None else float(chance),
-                      chance_label=chance_label, higher_is_better=higher_is_better, upstream=upstream, level=level)
+                      chance_label=chance_label, higher_is_better=higher_is_better, upstream=upstream, level=level,
+                      unlearned=told)
 
 
 def significant_gains(comparisons: Sequence[Comparison], fdr: float = 0.05) -> list[bool]:

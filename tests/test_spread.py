@@ -233,3 +233,16 @@ def test_families_are_corrected_apart(capsys):
         free.add("tapt", gain)
     capsys.readouterr()
     tracking.reset()
+
+
+def test_an_arm_an_earlier_check_found_unlearned_is_not_measured():
+    a, b = [0.10, 0.12, 0.11], [0.0, 0.01, 0.02]
+    fine = compare(a, b, ("replay", "naive"), paired=True)
+    told = compare(a, b, ("replay", "naive"), paired=True, unlearned=[("naive", "cola")])
+    assert fine.measured and fine.significant
+    assert not told.measured and not told.significant and told.dead_arms == ("naive",)
+    assert "not measured: naive did not learn cola" in told.verdict and told.interval == fine.interval
+    both = compare(a, [0.5, 0.5, 0.5], ("replay", "naive"), chance=0.5, unlearned=[("replay", "rte")])
+    assert "naive stayed at the constant predictor" in both.verdict and "replay did not learn rte" in both.verdict
+    with pytest.raises(ArgumentError, match="not compared"):
+        compare(a, b, ("replay", "naive"), unlearned=[("ewc", "cola")])
