@@ -7,7 +7,8 @@ for this checkpoint. With such embeddings, classification needs little or no tra
 - **zero-shot**: embed a description of each label ("a positive review") and pick the label whose
   description is most similar (cosine) to the text;
 - **few-shot** with ``k`` labelled examples per class: a logistic-regression head on the frozen
-  embeddings, or the **nearest prototype** (Snell et al. 2017): each class is the normalised mean of
+  embeddings (the probe protocol of :mod:`lmcourse.readout`: C chosen by cross-validation inside the k
+  examples per class), or the **nearest prototype** (Snell et al. 2017): each class is the normalised mean of
   its examples' embeddings and a text gets the class with the most similar prototype.
 """
 
@@ -18,9 +19,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lmcourse.errors import ArgumentError
+from lmcourse.readout import embed_texts, fit_probe, load_encoder, mean_pool  # noqa: F401  (fs.mean_pool)
 
 if TYPE_CHECKING:
     from lmcourse.context import RunContext
@@ -28,47 +29,24 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=2)
 def _load_encoder(model: str, device: str):
-    """Tokenizer and encoder of ``model`` on ``device``; one copy per (model, device), never moved afterwards."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from lmcourse.models import resolve
-
-    path = resolve(model)
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).to(device).eval()
+    """:func:`lmcourse.readout.load_encoder` of ``model``, moved to ``device`` and frozen (eval mode); one copy
+    per (model, device), kept for the session and never moved afterwards."""
+    tokenizer, net = load_encoder(model)
+    return tokenizer, net.to(device).eval()
 
 
-def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average of the token vectors where ``attention_mask`` is 1 (padding does not dilute the mean)."""
-    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
-    return (last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
-@torch.no_grad()
 def encode_sentences(texts: Sequence[str], ctx: RunContext, model: str = "minilm-l6", batch_size: int = 64,
                      max_length: int = 256, normalize: bool = True, progress: bool = False) -> np.ndarray:
-    """Sentence embeddings ``(n, d)``: mean pooling (+ L2 normalisation), batches sorted by length.
+    """Sentence embeddings ``(n, d)``: :func:`lmcourse.readout.embed_texts` (mean pooling over the real
+    tokens, batches sorted by length) + L2 normalisation, as sentence-transformers computes them for
+    all-MiniLM-L6-v2.
 
-    The encoder runs on ``ctx.device`` in float32 (the gpu profile embeds all of SST-2's train split);
-    the embeddings come back as a NumPy array on the CPU.
+    The encoder runs on ``ctx.device`` in float32 (no autocast: the gpu profile embeds all of SST-2's train
+    split); the embeddings come back as a NumPy array on the CPU.
     """
-    texts = [str(t) for t in texts]
     tokenizer, net = _load_encoder(model, str(ctx.device))
-    order = np.argsort([len(t) for t in texts])[::-1]
-    out = np.zeros((len(texts), net.config.hidden_size), dtype=np.float32)
-    starts = range(0, len(texts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="encode", leave=False)
-    for s in starts:
-        idx = order[s:s + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(ctx.device)
-        emb = mean_pool(net(**enc).last_hidden_state, enc["attention_mask"])
-        if normalize:
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-        out[idx] = emb.float().cpu().numpy()
-    return out
+    return embed_texts(net, tokenizer, texts, ctx, max_length=max_length, batch_size=batch_size,
+                       normalize=normalize, autocast=False, progress=progress)
 
 
 def zero_shot_predict(text_embeddings: np.ndarray, label_descriptions: Sequence[str | Sequence[str]],
@@ -121,11 +99,12 @@ def sample_k_per_class(labels: Sequence[int], k: int, seed: int = 0) -> np.ndarr
     return np.sort(np.concatenate(picks))
 
 
-def fewshot_heads(train_X: np.ndarray, train_y: np.ndarray, eval_X: np.ndarray) -> dict[str, np.ndarray]:
-    """Predictions of the two frozen-embedding heads trained on ``(train_X, train_y)``."""
-    from sklearn.linear_model import LogisticRegression
-
-    logreg = LogisticRegression(C=10.0, max_iter=2000).fit(train_X, train_y)
+def fewshot_heads(train_X: np.ndarray, train_y: np.ndarray, eval_X: np.ndarray, *, seed: int = 0
+                  ) -> dict[str, np.ndarray]:
+    """Predictions of the two frozen-embedding heads trained on ``(train_X, train_y)``: the course's one
+    linear-probe protocol (:func:`lmcourse.readout.fit_probe`: logistic regression, C chosen by stratified
+    cross-validation inside these examples, folds drawn from ``seed``) and the nearest prototype."""
+    logreg = fit_probe(train_X, train_y, seed=seed)
     proto = PrototypeClassifier().fit(train_X, train_y)
     return {"logistic regression": logreg.predict(eval_X), "nearest prototype": proto.predict(eval_X)}
 
@@ -141,7 +120,7 @@ def fewshot_curve(task: str, train_X: np.ndarray, train_y: np.ndarray, eval_X: n
     for k in ks:
         for seed in seeds:
             idx = sample_k_per_class(train_y, k, seed)
-            for head, pred in fewshot_heads(train_X[idx], train_y[idx], eval_X).items():
+            for head, pred in fewshot_heads(train_X[idx], train_y[idx], eval_X, seed=seed).items():
                 m = compute_glue_metric(spec.metric_config, pred, eval_y)
                 rows.append({"k": k, "seed": seed, "method": head, "score": task_score(spec.name, m)})
     return rows

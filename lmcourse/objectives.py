@@ -11,7 +11,7 @@ as its budget pays for. Their held-out losses are different prediction problems 
 each other; each is compared with a unigram model of *its own* targets. What the objectives can be compared on
 is what they leave behind, read the same way for all three: the mean of the final hidden states of the input
 (GPT: its causal states; BERT: its encoder; T5: its encoder), fine-tuned with the same recipe
-(:class:`PooledClassifier`, :func:`finetune_pooled`).
+(:class:`lmcourse.readout.PooledClassifier`, :func:`finetune_pooled`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.context import RunContext
@@ -32,6 +31,7 @@ from lmcourse.errors import ArgumentError
 from lmcourse.measurement import model_flops_per_token, seq2seq_training_flops
 from lmcourse.pretraining.data import StreamBatches, collate_seeded
 from lmcourse.pretraining.span_corruption import corrupted_lengths
+from lmcourse.readout import PooledClassifier, hidden_size, mean_pool, sequence_hidden  # noqa: F401
 
 OBJECTIVES = ("clm", "mlm", "span")
 
@@ -123,51 +123,9 @@ def prediction_targets(batches: Callable[[int], dict[str, Tensor]], steps: Seque
 
 
 # ------------------------------------------------------------------------------------ the readout
-def sequence_hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """The final hidden states ``(B, T, d)`` over the input of any of the three pretrained models: a BERT
-    with an MLM head (its encoder), an lmcourse GPT (its causal states; padding sits on the right, where no
-    real token can attend to it) or an lmcourse T5 (its encoder)."""
-    if hasattr(model, "bert"):
-        return model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    if hasattr(model, "hidden_states") and hasattr(model, "transformer"):
-        return model.hidden_states(input_ids)
-    if hasattr(model, "encode"):
-        return model.encode(input_ids, attention_mask)
-    raise ArgumentError(f"no readout for {type(model).__name__}; expected BertForMaskedLM, lmcourse GPT or T5")
-
-
-def hidden_size(model: nn.Module) -> int:
-    config = model.config
-    for name in ("hidden_size", "n_embd", "d_model"):
-        if hasattr(config, name):
-            return int(getattr(config, name))
-    raise ArgumentError(f"cannot read the hidden size of {type(model).__name__}")
-
-
-def mean_over_tokens(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """The mean hidden state over the real (unpadded) tokens of each row."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-class PooledClassifier(nn.Module):
-    """A pretrained body, the mean of its final hidden states over the input, dropout and one linear layer:
-    the same readout for all three objectives (none of them trained a ``[CLS]`` vector)."""
-
-    def __init__(self, body: nn.Module, num_labels: int, dropout: float = 0.1, init_std: float = 0.02) -> None:
-        super().__init__()
-        self.body, self.num_labels = body, num_labels
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size(body), num_labels)
-        nn.init.normal_(self.classifier.weight, std=init_std)
-        nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None
-                ) -> tuple[Tensor | None, Tensor]:
-        pooled = mean_over_tokens(sequence_hidden(self.body, input_ids, attention_mask), attention_mask)
-        logits = self.classifier(self.dropout(pooled.float()))
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        return loss, logits
+# sequence_hidden, hidden_size and PooledClassifier are lmcourse.readout's (one readout for the course); the
+# names stay importable from here (notebook 10 reads OB.PooledClassifier). mean_over_tokens is readout.mean_pool.
+mean_over_tokens = mean_pool
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -196,7 +154,7 @@ def predict(model: PooledClassifier, rows: Sequence[Sequence[int]], pad_id: int,
         idx = order[start:start + batch_size]
         ids, mask = _padded([rows[i] for i in idx], pad_id, ctx.device)
         with ctx.autocast():
-            preds[idx] = model(ids, mask)[1].argmax(-1).cpu().numpy()
+            preds[idx] = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).cpu().numpy()
     model.train()
     return preds
 
@@ -255,7 +213,8 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
             idx = torch.randint(len(fit_rows), (batch_size,), generator=g).tolist()
             ids, mask = _padded([fit_rows[i] for i in idx], pad, ctx.device)
             with ctx.autocast():  # bf16 where the run context enables it (the course's training loops do too)
-                loss, _ = model(ids, mask, torch.as_tensor(fit_y[idx], device=ctx.device))
+                loss = model(input_ids=ids, attention_mask=mask,
+                             labels=torch.as_tensor(fit_y[idx], device=ctx.device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -6,10 +6,13 @@ asked about. The study therefore measures *curves with seeds*:
 * **label efficiency**: the downstream score against the number of labelled examples n, several seeds per
   point, next to the baselines a reader would use (majority class, TF-IDF + logistic regression on the same
   n examples);
-* **a fair readout**: the mean of the last hidden states (:class:`MeanPoolingClassifier`), never BERT's
-  ``pooler([CLS])`` that masked-LM pretraining leaves untrained; and a **linear probe** on frozen
-  mean-pooled features (:func:`encoder_features`, :func:`probe_curve`), which measures what the
-  representation already holds without any fine-tuning noise;
+* **a fair readout**: the mean of the last hidden states (:func:`mean_pooling_head`, a
+  :class:`lmcourse.readout.PooledClassifier`), never BERT's ``pooler([CLS])`` that masked-LM pretraining
+  leaves untrained; and a **linear probe** on frozen mean-pooled features
+  (:func:`lmcourse.readout.encoder_features`, :func:`probe_curve`), which measures what the representation
+  already holds without any fine-tuning noise. Pooling, features, the encoder loader and the probe protocol
+  (C chosen by cross-validation inside the training examples, the TF-IDF baseline on the same grid) are
+  :mod:`lmcourse.readout`'s;
 * **the learning rate per initialisation**, chosen on examples held out from train
   (:func:`choose_learning_rate`), never on the reported dev set;
 * **score against pretraining compute** (checkpoints along one run) and where a fit in log-compute would
@@ -33,60 +36,35 @@ from lmcourse.context import RunContext
 from lmcourse.data import get_task
 from lmcourse.errors import ArgumentError
 
+# The readout lives in lmcourse.readout; these names stay importable from here (notebook 14 reads them as TR.*).
+from lmcourse.readout import (  # noqa: F401
+    PROBE_CS,
+    PROBE_METRIC,
+    PooledClassifier,
+    blas_threads,
+    encoder_features,
+    fit_probe,
+    linear_probe,
+    load_encoder,
+    mean_pool,
+    probe_score,
+    tfidf_probe,
+)
+
+MeanPoolingClassifier = PooledClassifier
+"""The old name of :class:`lmcourse.readout.PooledClassifier` (one class for every mean-pooled readout)."""
+
 
 # ------------------------------------------------------------------------------------------ readout
-def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """The average of the hidden states over the real (unpadded) tokens: ``(batch, seq, d) -> (batch, d)``."""
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-class MeanPoolingClassifier(nn.Module):
-    """An encoder, the mean of its last hidden states, dropout and one linear layer.
-
-    A readout that MLM pretraining does not favour or disfavour: every position's hidden state is trained by
-    MLM (a masked position is predicted from it), while ``[CLS]`` is never a target and BERT's pooler is not
-    part of ``BertForMaskedLM`` at all. The sentence-embedding MiniLM was itself trained with mean pooling.
-    """
-
-    def __init__(self, encoder: nn.Module, num_labels: int, *, dropout: float = 0.1,
-                 initializer_range: float = 0.02, regression: bool = False):
-        super().__init__()
-        self.encoder = encoder
-        self.config = getattr(encoder, "config", None)  # the Trainer reads a few fields of it
-        hidden = int(self.config.hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_labels)
-        nn.init.normal_(self.classifier.weight, std=initializer_range)
-        nn.init.zeros_(self.classifier.bias)
-        self.num_labels, self.regression = num_labels, regression
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None, **_: Any):
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-        logits = self.classifier(self.dropout(mean_pool(hidden, attention_mask)))
-        loss = None
-        if labels is not None:
-            if self.regression:
-                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-def mean_pooling_head(net: nn.Module) -> MeanPoolingClassifier:
+def mean_pooling_head(net: nn.Module) -> PooledClassifier:
     """``model_init_hook`` for :func:`lmcourse.finetuning.finetune`: keep the loaded classifier's encoder,
-    replace its ``pooler([CLS])`` head by :class:`MeanPoolingClassifier` (same dropout, same init range)."""
+    replace its ``pooler([CLS])`` head by :class:`lmcourse.readout.PooledClassifier` (same dropout, same init
+    range)."""
     config = net.config
     encoder = net.base_model
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused by this readout; dropping it keeps the parameter count honest
-    return MeanPoolingClassifier(encoder, int(config.num_labels),
+    return PooledClassifier(encoder, int(config.num_labels),
                                  dropout=float(getattr(config, "hidden_dropout_prob", 0.1)),
                                  initializer_range=float(getattr(config, "initializer_range", 0.02)),
                                  regression=config.problem_type == "regression")
@@ -114,69 +92,6 @@ def fresh_word_embeddings(seed: int, then: Callable[[nn.Module], nn.Module] | No
 
 
 # ------------------------------------------------------------------------------------------ features
-def load_encoder(model: str, *, random_init: bool = False, ctx: RunContext | None = None):
-    """Tokenizer and bare encoder (``AutoModel``: no task head) of ``model`` (a short name of
-    :func:`lmcourse.models.resolve` or a ``save_pretrained`` folder); ``random_init=True`` builds the same
-    architecture with weights drawn under ``ctx.seeded()``."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from lmcourse.models import resolve
-
-    path = resolve(model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if random_init:
-        config = AutoConfig.from_pretrained(path)
-        if ctx is None:
-            return tokenizer, AutoModel.from_config(config)
-        with ctx.seeded():
-            return tokenizer, AutoModel.from_config(config)
-    return tokenizer, AutoModel.from_pretrained(path)
-
-
-@torch.no_grad()
-def encoder_features(encoder: nn.Module, tokenizer, dataset, task: str, ctx: RunContext, *, max_length: int,
-                     batch_size: int = 64) -> np.ndarray:
-    """Mean-pooled last hidden states of every example of a GLUE ``dataset`` (``float32``, one row per
-    example, in the dataset's order).
-
-    A sentence-pair task encodes each sentence on its own, ``u`` and ``v``, and returns InferSent's pair
-    features ``(u, v, |u - v|, u * v)`` (Conneau et al. 2017, §3.1; SentEval's classifier input), four times
-    the width. One vector pooled over the joint ``[CLS] a [SEP] b [SEP]`` input leaves a linear probe no way
-    to compare the two sentences, and a sentence encoder such as all-MiniLM-L6-v2 was trained on separate
-    sentences. Examples are batched by length, so padding costs little. The forward passes run under the run
-    context's autocast policy."""
-    spec = get_task(task)
-    encoder = encoder.to(ctx.device).eval()
-    pooled = [_mean_pooled(encoder, tokenizer, list(dataset[column]), ctx, max_length=max_length,
-                           batch_size=batch_size, desc=f"features {spec.name} {column}")
-              for column in spec.input_columns]
-    if len(pooled) == 1:
-        return pooled[0]
-    u, v = pooled
-    return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
-
-
-def _mean_pooled(encoder: nn.Module, tokenizer, texts: list[str], ctx: RunContext, *, max_length: int,
-                 batch_size: int, desc: str) -> np.ndarray:
-    from tqdm.auto import tqdm
-
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    lengths = np.asarray([len(x) for x in enc["input_ids"]])
-    order = np.argsort(-lengths, kind="stable")
-    out = np.zeros((len(texts), int(encoder.config.hidden_size)), dtype=np.float32)
-    pad = int(tokenizer.pad_token_id or 0)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[start:start + batch_size]
-        width = int(lengths[idx].max())
-        batch = {k: torch.tensor([enc[k][i] + [pad if k == "input_ids" else 0] * (width - len(enc[k][i]))
-                                  for i in idx], device=ctx.device) for k in keys}
-        with ctx.autocast():
-            hidden = encoder(**batch).last_hidden_state
-        out[idx] = mean_pool(hidden.float(), batch["attention_mask"]).cpu().numpy()
-    return out
-
-
 def unlabelled_text(tasks: Iterable[str], split: str = "train") -> list[str]:
     """Every input sentence of ``split`` of each GLUE task, labels dropped: the corpus of task-adaptive
     pretraining (Gururangan et al. 2020). Only a training split belongs here; a dev split's text would leak
@@ -195,69 +110,12 @@ def unlabelled_text(tasks: Iterable[str], split: str = "train") -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ probes
-def blas_threads():
-    """A context in which NumPy's and SciPy's BLAS run on one thread. A probe's problem is a few thousand rows by
-    a few hundred features: lbfgs then makes matrix-vector products, which a second thread does not speed up.
-    On a 2-core machine OpenBLAS's second thread made the same fit 13 times slower (3.4 s instead of 0.26 s at
-    n = 3000, 384 features), and one thread also keeps the numbers independent of the core count. Enter it
-    after importing scikit-learn: only libraries already loaded are limited."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def nested_subset(pool_size: int, n: int, seed: int) -> np.ndarray:
     """The first ``n`` of a seeded permutation of ``range(pool_size)``: for one seed, the subsets of growing
     n are nested, so a curve's points differ by added examples rather than by a new draw."""
     if not 1 <= n <= pool_size:
         raise ArgumentError(f"cannot draw {n} examples from a pool of {pool_size}; use 1 <= n <= {pool_size}")
     return np.random.default_rng(int(seed)).permutation(pool_size)[:n]
-
-
-PROBE_METRIC = "accuracy"
-"""What probes and their baselines are scored by: the criterion the probe's C is chosen by, on every task.
-MRPC's GLUE metric, F1 of the "paraphrase" class, would rank a constant "paraphrase" above a probe that is
-more often right, since most of MRPC's pairs are paraphrases."""
-
-
-def _metric(task: str, preds: np.ndarray, labels: np.ndarray, metric: str) -> float:
-    from lmcourse.finetuning.trainer import task_metrics
-
-    scores = task_metrics(get_task(task).name, preds, labels)
-    if metric == "accuracy" and metric not in scores:  # CoLA's GLUE metric is MCC alone
-        return float(np.mean(np.asarray(preds) == np.asarray(labels)))
-    if metric not in scores:
-        raise ArgumentError(f"{task} has no metric {metric!r}; it has {sorted(scores)}")
-    return float(scores[metric])
-
-
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, task: str,
-                 *, seed: int = 0, cs: Sequence[float] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0),
-                 metric: str = PROBE_METRIC) -> float:
-    """``metric`` (accuracy unless asked, see :data:`PROBE_METRIC`) of a logistic regression on frozen
-    features (standardised). The inverse regularisation C is chosen by 3-fold cross-validation *inside the
-    training examples*; the eval set only scores. The grid reaches strong regularisation: MiniLM's 1536 pair
-    features of MRPC (n = 1000 and 3000, two seeds) scored 0.69-0.71 with C >= 0.01 and 0.74-0.75 with
-    1e-4 in reach. A training set with one class predicts that class."""
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    spec = get_task(task)
-    if spec.is_regression:
-        raise ArgumentError(f"linear_probe is for classification tasks; {task!r} is a regression task")
-    train_y = np.asarray(train_y).astype(int)
-    classes, counts = np.unique(train_y, return_counts=True)
-    if len(classes) == 1:
-        preds = np.full(len(eval_y), int(classes[0]))
-    else:
-        folds = int(min(3, counts.min()))
-        head = (LogisticRegressionCV(Cs=list(cs), cv=folds, max_iter=2000, random_state=seed,
-                                     scoring="accuracy", l1_ratios=(0.0,), use_legacy_attributes=False) if folds >= 2
-                else LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
-        with blas_threads():
-            preds = make_pipeline(StandardScaler(), head).fit(train_x, train_y).predict(eval_x)
-    return _metric(task, preds, np.asarray(eval_y), metric)
 
 
 def probe_curve(train_x: np.ndarray, train_y, eval_x: np.ndarray, eval_y, task: str, *, sizes: Iterable[int],
@@ -299,9 +157,8 @@ def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds:
                    metric: str = PROBE_METRIC) -> list[dict[str, Any]]:
     """Majority class and TF-IDF + logistic regression on the same nested subsets as :func:`probe_curve`
     (``train``/``evaluation``: ``datasets.Dataset`` splits of the task; the whole pool once), scored by
-    ``metric`` like the probes."""
-    from lmcourse.finetuning import tfidf_baseline
-
+    ``metric`` like the probes. The TF-IDF baseline is :func:`lmcourse.readout.tfidf_probe`: the probes'
+    protocol (the same grid of C, chosen by cross-validation inside the n training examples, same seed)."""
     eval_labels = np.asarray(evaluation["label"])
     rows = []
     seeds = list(seeds)
@@ -313,12 +170,8 @@ def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds:
             part = train.select(idx.tolist())
             # the most frequent label of these n training examples, predicted for every eval example
             const = np.full(len(eval_labels), int(np.bincount(np.asarray(part["label"]).astype(int)).argmax()))
-            with blas_threads():
-                tfidf = tfidf_baseline(task, part, evaluation, seed=int(seed))
-            if metric not in tfidf:
-                raise ArgumentError(f"the TF-IDF baseline of {task} has no metric {metric!r}; pass one of "
-                                    f"{sorted(tfidf)} as metric")
-            scores = {"majority class": _metric(task, const, eval_labels, metric), "TF-IDF + LR": tfidf[metric]}
+            scores = {"majority class": probe_score(task, const, eval_labels, metric),
+                      "TF-IDF + LR": tfidf_probe(task, part, evaluation, seed=int(seed), metric=metric)}
             rows += [{"init": name, "task": task, "n": len(idx), "seed": int(seed), "score": float(v)}
                      for name, v in scores.items()]
     return rows

@@ -72,3 +72,24 @@ def test_sample_k_per_class():
     np.testing.assert_array_equal(idx, sample_k_per_class(labels, 4, seed=3))
     with pytest.raises(ArgumentError, match="fewer than k"):
         sample_k_per_class(labels, 6)
+
+
+def test_fewshot_logistic_regression_is_the_readout_probe():
+    """The few-shot logistic regression is lmcourse.readout's one probe protocol (C by cross-validation inside
+    the k examples per class, folds from the seed), not a head with its own fixed C."""
+    from lmcourse.fewshot import fewshot_curve, fewshot_heads
+    from lmcourse.readout import fit_probe
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 6)) + 0.8 * y[:, None] * np.eye(6)[0]
+    Z = rng.normal(size=(30, 6))
+    for seed in (0, 3):
+        heads = fewshot_heads(X, y, Z, seed=seed)
+        np.testing.assert_array_equal(heads["logistic regression"], fit_probe(X, y, seed=seed).predict(Z))
+        np.testing.assert_array_equal(heads["nearest prototype"], PrototypeClassifier().fit(X, y).predict(Z))
+    rows = fewshot_curve("sst2", X, y, Z, (Z[:, 0] > 0.4).astype(int), ks=(8,), seeds=(2,))
+    idx = sample_k_per_class(y, 8, 2)
+    pred = fit_probe(X[idx], y[idx], seed=2).predict(Z)
+    score = next(r["score"] for r in rows if r["method"] == "logistic regression")
+    assert score == pytest.approx(np.mean(pred == (Z[:, 0] > 0.4)))

@@ -1,5 +1,5 @@
 """lmcourse.objectives: FLOPs budgets that the training loop's own meter confirms, MLM batches from a stream,
-one readout for three model kinds, and fine-tuning whose selection never reads the dev labels."""
+one readout (lmcourse.readout) for three model kinds, and fine-tuning whose selection never reads the dev labels."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from lmcourse.errors import ArgumentError
 from lmcourse.finetuning import task_metrics as ft_metrics
 from lmcourse.models.gpt import GPT, GPTConfig
 from lmcourse.models.t5 import T5, T5Config
+from lmcourse.readout import PooledClassifier, hidden_size, mean_pool, sequence_hidden
 
 V, D, BLOCK = 300, 32, 24  # V: the byte-level tokenizer below has 256 + 11 special tokens + merges
 
@@ -149,20 +150,27 @@ def test_pooled_readout_ignores_right_padding(objective, models):
     padded = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 9, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)], dim=1)
     with torch.no_grad():
-        short = OB.mean_over_tokens(OB.sequence_hidden(model, ids, torch.ones_like(ids)), torch.ones_like(ids))
-        long = OB.mean_over_tokens(OB.sequence_hidden(model, padded, mask), mask)
+        short = mean_pool(sequence_hidden(model, ids, torch.ones_like(ids)), torch.ones_like(ids))
+        long = mean_pool(sequence_hidden(model, padded, mask), mask)
     torch.testing.assert_close(long, short, atol=1e-5, rtol=1e-5)
-    assert OB.hidden_size(model) == D
+    assert hidden_size(model) == D
 
 
-def test_pooled_classifier_mean_is_over_real_tokens(models):
-    hidden = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    pooled = OB.mean_over_tokens(hidden, mask)
-    torch.testing.assert_close(pooled[0], hidden[0, :2].mean(0))
-    torch.testing.assert_close(pooled[1], hidden[1].mean(0))
-    with pytest.raises(ArgumentError, match="no readout"):
-        OB.sequence_hidden(torch.nn.Linear(2, 2), hidden[:, :, 0].long(), mask)
+@pytest.mark.parametrize("objective", OB.OBJECTIVES)
+def test_pooled_classifier_reads_all_three_bodies(objective, models):
+    """notebook 10's readout is lmcourse.readout's PooledClassifier: the linear layer on the mean over the
+    real tokens of each body's final hidden states, one example at a time by hand."""
+    model = models[objective]
+    torch.manual_seed(0)
+    head = PooledClassifier(model, 2).eval()
+    ids = torch.randint(12, V, (2, 8), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    with torch.no_grad():
+        out = head(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1]))
+        rows = [head.classifier(sequence_hidden(model, ids[i:i + 1, :n], torch.ones(1, n, dtype=torch.long))[0].mean(0))
+                for i, n in enumerate([8, 5])]
+    torch.testing.assert_close(out.logits, torch.stack(rows), atol=1e-5, rtol=1e-5)
+    assert out.loss is not None and head.body is model
 
 
 def _toy_task(n: int, seed: int):

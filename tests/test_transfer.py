@@ -1,6 +1,6 @@
-"""lmcourse.transfer: the fair readout against hand computations, features against per-example runs, the
-probe's choice of C made without the eval labels, the baselines, the crossing fit on lines with a known
-answer, and the fine-tuning helpers end to end on a tiny random BERT."""
+"""lmcourse.transfer: the mean-pooling head against hand computations, the probe and baseline curves, the
+crossing fit on lines with a known answer, and the fine-tuning helpers end to end on a tiny random BERT.
+Pooling, features, the probe protocol and the TF-IDF baseline are lmcourse.readout's (tests/test_readout.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from lmcourse.transfer import (
     finetune_curve,
     fresh_word_embeddings,
     linear_probe,
-    mean_pool,
     mean_pooling_head,
     nested_subset,
     probe_curve,
@@ -37,14 +36,6 @@ def _tiny_config(**kw):
 
     return BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=64, **kw)
-
-
-def test_mean_pool_averages_only_real_tokens():
-    hidden = torch.randn(3, 5, 4)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
-    expected = torch.stack([hidden[0].mean(0), hidden[1, :2].mean(0), hidden[2, 0]])
-    torch.testing.assert_close(mean_pool(hidden, mask), expected)
-    torch.testing.assert_close(mean_pool(hidden, None), hidden.mean(1))
 
 
 def test_mean_pooling_head_is_mean_pool_then_linear():
@@ -105,40 +96,6 @@ def test_fresh_word_embeddings_replaces_only_the_table():
     assert isinstance(fresh_word_embeddings(7, then=mean_pooling_head)(other), MeanPoolingClassifier)
 
 
-def test_encoder_features_equal_one_example_at_a_time(tiny_bert):
-    from transformers import AutoModel, AutoTokenizer
-
-    tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
-    def pooled(text: str) -> np.ndarray:  # one sentence, no padding: the plain mean of its hidden states
-        with torch.no_grad():
-            return enc(**tok(text, truncation=True, max_length=24, return_tensors="pt")).last_hidden_state[0].mean(0)
-
-    for task in ["sst2", "mrpc"]:
-        ds = load_glue(task, "validation").select(range(11))
-        feats = encoder_features(enc, tok, ds, task, SMOKE, max_length=24, batch_size=4)
-        assert feats.dtype == np.float32
-        for i in range(11):
-            if task == "sst2":
-                ref = pooled(ds[i]["sentence"])
-            else:  # InferSent's pair features of the two sentences, each encoded on its own
-                u, v = pooled(ds[i]["sentence1"]), pooled(ds[i]["sentence2"])
-                ref = torch.cat([u, v, (u - v).abs(), u * v])
-            np.testing.assert_allclose(feats[i], ref.numpy(), atol=1e-5, rtol=1e-4)
-        assert feats.shape == (11, 32 if task == "sst2" else 4 * 32)
-
-
-def test_encoder_features_follow_the_context_autocast_policy(tiny_bert):
-    from transformers import AutoModel, AutoTokenizer
-
-    tok, enc = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
-    ds = load_glue("sst2", "validation").select(range(8))
-    fp32 = encoder_features(enc, tok, ds, "sst2", SMOKE, max_length=24)
-    bf16 = encoder_features(enc, tok, ds, "sst2", SMOKE.with_changes(bf16=True), max_length=24)
-    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # the passes ran in bf16
-    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
-    assert rel.max() < 0.05
-
-
 def test_nested_subset_is_nested_and_seeded():
     a, b = nested_subset(100, 10, 3), nested_subset(100, 30, 3)
     assert list(b[:10]) == list(a) and len(set(b)) == 30 and b.max() < 100
@@ -146,46 +103,6 @@ def test_nested_subset_is_nested_and_seeded():
     for bad in [0, 101]:
         with pytest.raises(ArgumentError, match="cannot draw"):
             nested_subset(100, bad, 0)
-
-
-def test_linear_probe_learns_signal_and_never_looks_at_eval_labels():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 6))
-    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(int)
-    score = linear_probe(x[:200], y[:200], x[200:], y[200:], "sst2")
-    assert score > 0.95
-    # labels that are noise: the probe is at chance on average over draws
-    noise = [linear_probe(x[:200], rng.integers(0, 2, 200), x[200:], y[200:], "sst2") for _ in range(10)]
-    assert abs(np.mean(noise) - 0.5) < 0.08
-    # the predictions do not depend on the eval labels: flipping them turns accuracy a into 1 - a
-    flipped = linear_probe(x[:200], y[:200], x[200:], 1 - y[200:], "sst2")
-    assert score + flipped == pytest.approx(1.0)
-    # one class among the training labels: that class everywhere
-    assert linear_probe(x[:5], np.ones(5, int), x[200:], y[200:], "sst2") == pytest.approx(y[200:].mean())
-    with pytest.raises(ArgumentError, match="regression"):
-        linear_probe(x[:10], y[:10], x[10:20], y[10:20], "stsb")
-
-
-def test_linear_probe_fits_on_one_blas_thread(monkeypatch):
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_info
-
-    seen = []
-    fit = StandardScaler.fit
-
-    def spy(self, *args, **kwargs):
-        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(StandardScaler, "fit", spy)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)  # torch's count is not the probe's: a second BLAS thread only slows it down
-        x = np.random.default_rng(0).normal(size=(60, 3))
-        linear_probe(x[:40], (x[:40, 0] > 0).astype(int), x[40:], (x[40:, 0] > 0).astype(int), "sst2")
-    finally:
-        torch.set_num_threads(threads)
-    assert seen and all(s == {1} for s in seen)  # the fit ran with one BLAS thread
 
 
 def test_probe_curve_rows_follow_sizes_and_seeds():

@@ -75,25 +75,16 @@ def tfidf_baseline(task: str, train, evaluation, seed: int = 0) -> dict[str, flo
     """The GLUE metric of a TF-IDF + logistic-regression model (ridge regression for STS-B) trained on ``train``
     and scored on ``evaluation`` (``datasets.Dataset`` of the task): the bag-of-words baseline a fine-tuned
     encoder must beat. Sentence pairs get the TF-IDF vectors of both sentences and their element-wise product
-    (the words they share), one vectoriser fitted on all training sentences."""
-    import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    (the words they share), one vectoriser fitted on all training sentences
+    (:func:`lmcourse.readout.tfidf_features`). C is fixed at 1 here; :func:`lmcourse.readout.tfidf_probe`
+    chooses it by the probes' cross-validation inside ``train``."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     from lmcourse.finetuning.trainer import task_metrics
+    from lmcourse.readout import tfidf_features
 
     spec = get_task(task)
-    cols = spec.input_columns
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    vec.fit([t for c in cols for t in train[c]])
-
-    def features(ds):
-        parts = [vec.transform(ds[c]) for c in cols]
-        if len(parts) == 2:
-            parts.append(parts[0].multiply(parts[1]))
-        return sp.hstack(parts).tocsr()
-
-    x_train, x_eval = features(train), features(evaluation)
+    x_train, x_eval = tfidf_features(task, train, evaluation)
     y_train = np.asarray(train["label"])
     if spec.is_regression:
         model = Ridge(alpha=1.0).fit(x_train, y_train)
