@@ -367,10 +367,13 @@ class Family:
     """Comparisons read together (one claim of the form "some of these show a gain"), corrected together.
 
     Benjamini–Hochberg runs within the family only, so a gain in one family is never diluted by the nulls of
-    another: keep arms of different kinds (teacher-guided and teacher-free, say) in separate families."""
+    another: keep arms of different kinds (teacher-guided and teacher-free, say) in separate families.
+    ``two_sided=True`` for a family that asks "which arms differ" (a ranking of objectives) rather than "which
+    variants beat their control": its summary then names significant differences in either direction."""
 
     name: str
     fdr: float = 0.05
+    two_sided: bool = False
     comparisons: dict[str, Comparison] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -387,20 +390,36 @@ class Family:
         return report(f"{self.name}/{name}", comparison)
 
     def gains(self) -> dict[str, bool]:
-        """Which comparisons show a gain after Benjamini–Hochberg within this family."""
+        """Which comparisons show a gain (``a`` better) after Benjamini–Hochberg within this family."""
         return dict(zip(self.comparisons, significant_gains(list(self.comparisons.values()), self.fdr)))
 
+    def differences(self) -> dict[str, bool]:
+        """Which comparisons differ in either direction after Benjamini–Hochberg within this family."""
+        from scipy import stats
+
+        cs = list(self.comparisons.values())
+        if not cs:
+            return {}
+        q = stats.false_discovery_control([c.p_value for c in cs], method="bh")
+        return {k: bool(c.measured and c.significant and qi <= self.fdr) for k, c, qi in zip(self.comparisons, cs, q)}
+
     def summary(self) -> str:
-        """One line: how many comparisons were measured and how many gains survive the correction (recorded)."""
+        """One line: how many comparisons were measured and which survive the correction (recorded)."""
         from lmcourse.tracking import record_metrics
 
-        gains = self.gains()
-        won = [k for k, ok in gains.items() if ok]
         measured = sum(c.measured for c in self.comparisons.values())
-        record_metrics({"comparisons": len(gains), "measured": measured, "gains": len(won)},
+        if self.two_sided:
+            found = [k for k, ok in self.differences().items() if ok]
+            names = ", ".join(f"{k} ({'higher' if self.comparisons[k].difference > 0 else 'lower'})"
+                              for k in found) or "none"
+            what = "differences"
+        else:
+            found = [k for k, ok in self.gains().items() if ok]
+            names = ", ".join(found) or "none"
+            what = "gains"
+        record_metrics({"comparisons": len(self.comparisons), "measured": measured, what: len(found)},
                        prefix=f"verdict/{self.name}")
-        names = ", ".join(won) if won else "none"
-        return (f"family {self.name!r}: {measured} of {len(gains)} comparisons measured; gains after "
+        return (f"family {self.name!r}: {measured} of {len(self.comparisons)} comparisons measured; {what} after "
                 f"Benjamini–Hochberg at FDR {self.fdr:g}: {names}")
 
 

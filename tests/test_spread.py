@@ -246,3 +246,17 @@ def test_an_arm_an_earlier_check_found_unlearned_is_not_measured():
     assert "naive stayed at the constant predictor" in both.verdict and "replay did not learn rte" in both.verdict
     with pytest.raises(ArgumentError, match="not compared"):
         compare(a, b, ("replay", "naive"), unlearned=[("ewc", "cola")])
+
+
+def test_a_two_sided_family_names_differences_either_way(capsys):
+    tracking.reset()
+    base = np.array([0.70, 0.71, 0.70, 0.72, 0.71])
+    rank = Family("ranking", two_sided=True)
+    rank.add("gpt_vs_bert", compare(base - 0.05, base + np.array([0, 0.001, 0, 0.002, 0.001]), paired=True))
+    rank.add("t5_vs_bert", compare(base + np.array([0.001, 0, 0.002, 0, 0.001]), base, paired=True))
+    assert rank.differences() == {"gpt_vs_bert": True, "t5_vs_bert": False}
+    assert rank.gains() == {"gpt_vs_bert": False, "t5_vs_bert": False}
+    assert "differences after Benjamini–Hochberg at FDR 0.05: gpt_vs_bert (lower)" in rank.summary()
+    assert tracking.recorded()["verdict/ranking/differences"] == 1
+    capsys.readouterr()
+    tracking.reset()
