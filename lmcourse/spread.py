@@ -125,6 +125,7 @@ class Comparison:
     upstream: str | None = None
     level: float = LEVEL
     unlearned: tuple[tuple[str, str], ...] = ()  # (arm, what it did not learn), known from an earlier check
+    fixed_b: bool = False  # b is one published number, not runs: a one-sample t interval of a's mean minus it
 
     @property
     def difference(self) -> float:
@@ -133,12 +134,15 @@ class Comparison:
 
     @property
     def n(self) -> int:
-        """Pairs (paired) or the smaller arm's runs (unpaired)."""
-        return self.a.n if self.paired else min(self.a.n, self.b.n)
+        """Pairs (paired), a's runs (against a fixed value) or the smaller arm's runs (unpaired)."""
+        return self.a.n if self.paired or self.fixed_b else min(self.a.n, self.b.n)
 
     @property
     def method(self) -> str:
-        return "paired t" if self.paired else "Welch t"
+        return "paired t" if self.paired else "one-sample t" if self.fixed_b else "Welch t"
+
+    def _has_interval(self) -> bool:
+        return self.a.n >= 2 and (self.fixed_b or self.b.n >= 2)
 
     @property
     def differences(self) -> tuple[float, ...]:
@@ -152,6 +156,8 @@ class Comparison:
         if self.paired:
             d = spread(self.differences)
             return d.std / math.sqrt(d.n), d.n - 1
+        if self.fixed_b:
+            return self.a.std / math.sqrt(self.a.n), self.a.n - 1
         va, vb = self.a.std ** 2 / self.a.n, self.b.std ** 2 / self.b.n
         se = math.sqrt(va + vb)
         if se == 0:
@@ -162,7 +168,7 @@ class Comparison:
     @property
     def interval(self) -> tuple[float, float]:
         """The ``level`` (95 %) confidence interval of mean(a) − mean(b); ``(nan, nan)`` with a single run."""
-        if self.a.n < 2 or self.b.n < 2:
+        if not self._has_interval():
             return float("nan"), float("nan")
         se, df = self._se_df()
         half = _t_quantile(self.level, df) * se if se > 0 else 0.0
@@ -173,7 +179,7 @@ class Comparison:
         """Two-sided p-value of "no difference" from the same t statistic as :attr:`interval` (1 without one)."""
         from scipy import stats
 
-        if self.a.n < 2 or self.b.n < 2:
+        if not self._has_interval():
             return 1.0
         se, df = self._se_df()
         if se == 0:
@@ -188,17 +194,18 @@ class Comparison:
 
     @property
     def dead_arms(self) -> tuple[str, ...]:
-        """The arms whose interval does not lie beyond ``chance`` (they did not learn)."""
-        if self.a.n < 2 or self.b.n < 2:
+        """The arms whose interval does not lie beyond ``chance`` (they did not learn); a fixed ``b`` is not
+        checked (it is a published number, not a run)."""
+        if not self._has_interval():
             return ()
         told = {arm for arm, _ in self.unlearned}
-        return tuple(name for name, s in ((self.name_a, self.a), (self.name_b, self.b))
-                     if self._dead(s) or name in told)
+        arms = ((self.name_a, self.a),) if self.fixed_b else ((self.name_a, self.a), (self.name_b, self.b))
+        return tuple(name for name, s in arms if self._dead(s) or name in told)
 
     @property
     def measured(self) -> bool:
         """Both arms have ≥ 2 runs (an interval) and, when ``chance`` is given, both beat it beyond their interval."""
-        return self.a.n >= 2 and self.b.n >= 2 and not self.dead_arms
+        return self._has_interval() and not self.dead_arms
 
     @property
     def significant(self) -> bool:
@@ -214,14 +221,15 @@ class Comparison:
     def describe_interval(self, digits: int = 3) -> str:
         """``"+0.031, 95 % CI [+0.004, +0.058], paired t, 5 pairs"``."""
         lo, hi = self.interval
-        count = f"{self.n} pairs" if self.paired else f"{self.a.n} vs {self.b.n} runs"
+        count = (f"{self.n} pairs" if self.paired else f"{self.a.n} runs against a fixed value" if self.fixed_b
+                 else f"{self.a.n} vs {self.b.n} runs")
         return (f"{_signed(self.difference, digits)}, {100 * self.level:g} % CI "
                 f"[{_signed(lo, digits)}, {_signed(hi, digits)}], {self.method}, {count}")
 
     def verdict_text(self, digits: int = 3) -> str:
         head = f"{self.name_a} vs {self.name_b}"
         gap = _signed(self.difference, digits)
-        if self.a.n < 2 or self.b.n < 2:
+        if not self._has_interval():
             text = f"{head}: {gap} from a single run, no interval: {NOT_MEASURED}"
         elif self.dead_arms:
             told = {arm for arm, _ in self.unlearned}
@@ -255,7 +263,7 @@ class Comparison:
         return self.verdict
 
 
-def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tuple[str, str] = ("a", "b"), *,
+def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread | float, names: tuple[str, str] = ("a", "b"), *,
             paired: bool = False, chance: float | None = None, chance_label: str = "the constant predictor",
             higher_is_better: bool = True, upstream: str | None = None, level: float = LEVEL,
             unlearned: Iterable[tuple[str, str]] = ()) -> Comparison:
@@ -264,11 +272,16 @@ def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tup
     ``paired=True`` when ``a[i]`` and ``b[i]`` share a seed, a subset or the examples they are scored on (the
     values must then be in the same order). ``chance`` is the constant predictor's score on the task (with
     ``chance_label`` naming it in the verdict: "the majority class"); ``higher_is_better=False`` for losses.
-    ``upstream`` names the one upstream run both arms rest on ("one pretraining run"), if any. ``unlearned``
-    lists ``(arm, what)`` for arms an earlier check found did not learn something the compared number reads
-    (a task whose accuracy never left the majority class, say): such an arm is dead whatever its own scores."""
+    ``b`` may be one number (a published reference): the interval is then the one-sample t interval of
+    mean(a) minus it. ``upstream`` names the one upstream run both arms rest on ("one pretraining run"), if
+    any. ``unlearned`` lists ``(arm, what)`` for arms an earlier check found did not learn something the
+    compared number reads (a task whose accuracy never left the majority class, say): such an arm is dead
+    whatever its own scores."""
+    fixed_b = isinstance(b, int | float) and not isinstance(b, bool)
     sa = a if isinstance(a, Spread) else spread(a)
-    sb = b if isinstance(b, Spread) else spread(b)
+    sb = spread([b]) if fixed_b else b if isinstance(b, Spread) else spread(b)
+    if fixed_b and paired:
+        raise ArgumentError("a fixed reference value has no pairs: pass paired=False")
     if paired and sa.n != sb.n:
         raise ArgumentError(f"a paired comparison needs one value per pair on each side, got {sa.n} and {sb.n}: "
                             "pass paired=False for arms that share nothing")
@@ -283,7 +296,7 @@ def compare(a: Iterable[float] | Spread, b: Iterable[float] | Spread, names: tup
                             f"{names[1]!r})")
     return Comparison(names[0], names[1], sa, sb, paired=paired, chance=None if chance is None else float(chance),
                       chance_label=chance_label, higher_is_better=higher_is_better, upstream=upstream, level=level,
-                      unlearned=told)
+                      unlearned=told, fixed_b=fixed_b)
 
 
 def significant_gains(comparisons: Sequence[Comparison], fdr: float = 0.05) -> list[bool]:
@@ -306,6 +319,16 @@ def significant_gains(comparisons: Sequence[Comparison], fdr: float = 0.05) -> l
         adjusted = stats.false_discovery_control([c.p_value for c in comparisons], method="bh")
     return [bool(c.measured and c.significant and (c.difference > 0) == c.higher_is_better and q <= fdr)
             for c, q in zip(comparisons, adjusted)]
+
+
+def verdict_key(label: str) -> str:
+    """A label as one segment of a verdict name: ``"gradient×input"`` -> ``"gradient_x_input"``, ``"FGM ε=1"``
+    -> ``"fgm_eps=1"``, ``"random order (mean of seeds)"`` -> ``"random_order_mean_of_seeds"``."""
+    key = label.lower().replace("×", "_x_").replace("ε", "eps")
+    key = re.sub(r"[^a-z0-9.+=-]+", "_", key).strip("_")
+    if not key:
+        raise ArgumentError(f"label {label!r} has no letter or digit to name a verdict by")
+    return key
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*$")

@@ -19,6 +19,7 @@ from lmcourse.spread import (
     seed_table,
     significant_gains,
     spread,
+    verdict_key,
 )
 
 
@@ -259,4 +260,27 @@ def test_a_two_sided_family_names_differences_either_way(capsys):
     assert "differences after Benjamini–Hochberg at FDR 0.05: gpt_vs_bert (lower)" in rank.summary()
     assert tracking.recorded()["verdict/ranking/differences"] == 1
     capsys.readouterr()
+    tracking.reset()
+
+
+def test_against_a_fixed_published_value_is_a_one_sample_interval():
+    from scipy import stats
+
+    losses = [1.90, 1.87, 1.93, 1.89]
+    c = compare(losses, 1.88, ("recipe", "nanoGPT README"), higher_is_better=False, chance=3.3)
+    ref = stats.ttest_1samp(losses, 1.88).confidence_interval(0.95)  # of the mean itself
+    assert c.interval == pytest.approx((ref.low - 1.88, ref.high - 1.88), abs=1e-12)
+    assert c.p_value == pytest.approx(stats.ttest_1samp(losses, 1.88).pvalue, abs=1e-12)
+    assert c.measured and "one-sample t, 4 runs against a fixed value" in c.verdict
+    assert compare([3.4, 3.35, 3.3], 1.88, higher_is_better=False, chance=3.3).dead_arms == ("a",)
+    assert not compare([1.9], 1.88).measured
+    with pytest.raises(ArgumentError, match="fixed reference"):
+        compare(losses, 1.88, paired=True)
+
+
+@pytest.mark.parametrize("label, key", [("gradient×input", "gradient_x_input"), ("FGM ε=1", "fgm_eps=1"),
+                                        ("random order (mean of seeds)", "random_order_mean_of_seeds")])
+def test_verdict_key_makes_a_metric_path_segment(label, key):
+    assert verdict_key(label) == key
+    report(f"x/{verdict_key(label)}", compare([0.1, 0.2], [0.1, 0.2]), echo=False)  # accepted as a name
     tracking.reset()
