@@ -243,8 +243,10 @@ PROFILES: dict[str, Profile] = {
                   # and 0.73 after 100, 200 and 400 steps (5 seeds each)
                   "distill": {"teacher": "minilm-l6", "corpus": "task", "steps": 200, "batch": 32, "block": 64,
                               "lr": 7e-4, "warmup": 10, "layer_pairs": ((0, 0), (2, 3), (4, 6))},
-                  # asserted: MiniLM beats its random-init twin at n = 1000 by at least this much, beyond spread;
-                  # the distilled student beats its step 0 on the SST-2 probe at ckpt_n by at least this much
+                  # asserted (paired t, 95 % CI above 0): MiniLM beats its random-init twin at n = 1000 by at least
+                  # this much, or, where the twin stays at the majority class (it did here: every seed predicted one
+                  # class), the majority class itself; the distilled student beats its step 0 on the SST-2 probe at
+                  # ckpt_n by at least this much
                   "assert_n": 1000, "assert_margin": 0.05, "assert_distill": {"task": "sst2", "margin": 0.05}},
         # about 15 minutes on 2 cores: a 3-layer T5 (d 128) pretrained for 300 steps, GPT and BERT on its FLOPs,
         # 3 seeds of every fine-tuning on SST-2 and MRPC

@@ -78,3 +78,19 @@ def test_transfer_sections_keep_the_study_design():
         assert len(t["minilm_lrs"]) >= 2 and len(t["scratch_lrs"]) >= 2, p.name
         assert t["assert_n"] is None or t["assert_n"] in t["ft_sizes"], p.name
     assert PROFILES["cpu"].transfer["assert_n"] is not None  # the profile that was run asserts what it measured
+
+
+def test_transfer_checks_have_intervals():
+    """Notebook 14's checks assert a paired 95 % CI (lmcourse.spread.compare): at least 2 seeds on each side, and
+    the distilled student's probe at ckpt_n on subsets smaller than the pool (the whole pool is one fit per
+    encoder, no interval, so the notebook makes no comparison there)."""
+    for p in PROFILES.values():
+        t = p.transfer
+        if t["assert_n"] is not None:
+            assert len(t["ft_seeds"]) >= 2 and t["assert_margin"] > 0, p.name
+        if t["assert_distill"] is not None:
+            a = t["assert_distill"]
+            assert len(t["probe_seeds"]) >= 2 and a["margin"] > 0, p.name
+            assert a["task"] in t["probe_tasks"], p.name
+            pool = t["probe_pool"][a["task"]]
+            assert pool is None or t["ckpt_n"] < pool, p.name
