@@ -9,7 +9,7 @@ the course checks each method twice:
   than deleting random tokens (deletion curve), and inserting them first should restore it faster
   (insertion curve). Each curve is summarised by its AOPC (Samek et al. 2017), one number per sentence, and
   two methods are compared on the same sentences with :func:`lmcourse.spread.compare` (``paired=True``: a t
-  interval of the per-sentence differences; :func:`metric_key` names the verdict).
+  interval of the per-sentence differences; ``lmcourse.spread.verdict_key`` names the verdict).
 
 Attention is not an attribution by construction; :func:`raw_attention` and :func:`attention_rollout`
 (Abnar & Zuidema 2020) turn it into token scores so that it can be put through the same faithfulness test.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -422,15 +421,6 @@ def mean_curve(curves: Sequence[np.ndarray], points: int = 11) -> tuple[np.ndarr
     if not curves:
         raise ArgumentError("mean_curve got no curves")
     return grid, np.mean([np.interp(grid, np.linspace(0.0, 1.0, len(c)), c) for c in curves], axis=0)
-
-
-def metric_key(method: str) -> str:
-    """A method's name as one segment of a verdict name: ``"gradient×input"`` -> ``"gradient_x_input"``,
-    ``"random order (mean of seeds)"`` -> ``"random_order_mean_of_seeds"``."""
-    key = re.sub(r"[^a-z0-9]+", "_", method.lower().replace("×", "_x_")).strip("_")
-    if not key:
-        raise ArgumentError(f"method name {method!r} has no letter or digit to name a verdict by")
-    return key
 
 
 # ------------------------------------------------------------------------------------------ SHAP

@@ -255,15 +255,6 @@ def test_methods_compared_per_sentence_with_a_paired_t_interval():
     assert not compare(noise, base, paired=True).significant
 
 
-def test_metric_key_names_verdicts():
-    assert ip.metric_key("gradient×input") == "gradient_x_input"
-    assert ip.metric_key("random order (mean of seeds)") == "random_order_mean_of_seeds"
-    assert ip.metric_key("SHAP") == "shap"
-    with pytest.raises(ArgumentError, match="no letter"):
-        ip.metric_key(" () ")
-
-
-# ------------------------------------------------------------------------------------------ SHAP
 def test_shap_values_are_aligned_and_efficient(tiny_classifier):
     model, tok = tiny_classifier
     values = ip.shap_attributions(model.float(), tok, SENTENCES, targets=[1, 1], max_evals=64)
