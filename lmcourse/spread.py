@@ -239,7 +239,8 @@ class Comparison:
                 lows = "; ".join(f"{name} {s.mean:.{digits}f}" for name, s in ((self.name_a, self.a),
                                                                                  (self.name_b, self.b))
                                  if name in at_chance)
-                parts.append(f"{' and '.join(at_chance)} stayed at {self.chance_label} "
+                parts.append(f"{' and '.join(at_chance)} stayed at {self.chance_label}, not beyond it by "
+                             f"{'their' if len(at_chance) > 1 else 'its'} own {100 * self.level:g} % CI "
                              f"({lows}; {self.chance_label} {self.chance:.{digits}f})")
             whats: dict[str, list[str]] = {}
             for arm, what in self.unlearned:
