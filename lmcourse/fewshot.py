@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lmcourse.errors import ArgumentError
-from lmcourse.readout import embed_texts, fit_probe, load_encoder, mean_pool  # noqa: F401  (fs.mean_pool)
+from lmcourse.readout import embed_texts, fit_probe, load_encoder
 
 if TYPE_CHECKING:
     from lmcourse.context import RunContext
