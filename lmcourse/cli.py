@@ -152,7 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from lmcourse.runner import default_runs_dir, list_runs
+    from lmcourse.paths import default_runs_dir
+    from lmcourse.runner import list_runs
     from lmcourse.tensorboard_logs import event_folders
 
     root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()

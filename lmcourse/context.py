@@ -24,11 +24,14 @@ from typing import Any
 
 import torch
 
+from lmcourse import runtime
 from lmcourse.errors import ArgumentError
 from lmcourse.profiles import Profile, get_profile
+from lmcourse.runtime import DEVICE_ENV, resolve_device
 from lmcourse.tracking import RUN_DIR_ENV
 
-DEVICE_ENV = "LMCOURSE_DEVICE"
+__all__ = ["DEVICE_ENV", "THREADS_ENV", "RunContext", "resolve_context", "resolve_device", "resolve_threads"]
+
 THREADS_ENV = "LMCOURSE_THREADS"
 
 
@@ -79,9 +82,7 @@ class RunContext:
 
     def apply(self) -> RunContext:
         """Seed Python, NumPy and torch with ``seed`` and set torch's CPU threads; returns ``self``."""
-        from lmcourse.runtime import seed_everything
-
-        seed_everything(self.seed)
+        runtime.seed_everything(self.seed)
         torch.set_num_threads(self.threads)
         return self
 
@@ -96,32 +97,10 @@ class RunContext:
                 "threads": self.threads, "run_dir": str(self.run_dir) if self.run_dir else None}
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else ``$LMCOURSE_DEVICE``, else this process's GPU (its ``LOCAL_RANK`` under a
-    launcher), else Apple's ``mps``, else the CPU. A device that is not there is an error."""
-    chosen = device if device is not None else os.environ.get(DEVICE_ENV) or None
-    if chosen is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(chosen)
-    except (RuntimeError, TypeError):
-        raise ArgumentError(f"unknown device {chosen!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ArgumentError(f"device {chosen!r} asked for, but torch sees no CUDA GPU here; use device='cpu'")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ArgumentError(f"device {chosen!r} asked for, but MPS is not available here; use device='cpu'")
-    return dev
-
-
 def resolve_threads(threads: int | None = None) -> int:
     """``threads`` if given, else ``$LMCOURSE_THREADS``, else every core this process may use."""
-    from lmcourse.runtime import physical_cores
-
     env = os.environ.get(THREADS_ENV)
-    n = threads or (int(env) if env else physical_cores())
+    n = threads or (int(env) if env else runtime.physical_cores())
     if n < 1:
         raise ArgumentError(f"threads must be >= 1, got {n}")
     return int(n)
@@ -135,12 +114,10 @@ def resolve_context(profile: str | Profile | None = None, seed: int = 0, device:
     Each argument beats its environment default. ``bf16=None`` means "where the device supports it";
     ``bf16=True`` on a device without bf16 is an error.
     """
-    from lmcourse.measurement import bf16_supported
-
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ArgumentError(f"seed must be an integer, got {seed!r}")
     dev = resolve_device(device)
-    supported = bf16_supported(dev)
+    supported = runtime.bf16_supported(dev)
     if bf16 and not supported:
         raise ArgumentError(f"bf16=True but {dev} does not support bf16 matmuls; pass bf16=False or None")
     folder = run_dir if run_dir is not None else os.environ.get(RUN_DIR_ENV) or None

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from lmcourse.runtime import bf16_supported  # noqa: F401  (re-exported: the device measurements are made on)
+
 _LOOKUP_TABLES = ("position_embeddings", "token_type_embeddings", "wpe", "relative_attention_bias")
 _NORMS = ("LayerNorm", "layernorm", "ln_", "layer_norm")
 
@@ -197,22 +199,6 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":  # pragma: no cover - no mps in CI
         torch.mps.synchronize()
-
-
-def bf16_supported(device: str | torch.device = "cpu") -> bool:
-    """Whether bf16 matmuls are natively fast here (CUDA Ampere+, or a CPU with AVX512-BF16/AMX)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            from lmcourse.runtime import cpu_flags
-
-            flags = cpu_flags()
-            return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
 
 
 _PEAK_CACHE: dict[tuple[str, str, int], float] = {}

@@ -11,6 +11,7 @@ SHIPPED_DATA_DIR = REPO_ROOT / "data"  # benchmark specs, references, floors (co
 
 CHECKPOINTS_ENV = "LMCOURSE_CHECKPOINTS_DIR"
 DEFAULT_CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"  # git-ignored: models the notebooks publish
+RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
 
 
 def checkpoints_dir() -> Path:
@@ -18,3 +19,15 @@ def checkpoints_dir() -> Path:
     else the checkout's ``checkpoints/``. Read at call time, so a kernel started with the variable sees it."""
     value = os.environ.get(CHECKPOINTS_ENV, "").strip()
     return Path(value).expanduser() if value else DEFAULT_CHECKPOINTS_DIR
+
+
+def default_runs_dir() -> Path:
+    """``$LMCOURSE_RUNS_DIR``, else the checkout's ``runs/`` when working inside it (a notebook's working
+    directory is ``notebooks/``: its runs still land next to the others), else ``./runs``."""
+    if os.environ.get(RUNS_DIR_ENV):
+        return Path(os.environ[RUNS_DIR_ENV])
+    cwd = Path.cwd().resolve()
+    root = REPO_ROOT.resolve()
+    if (root / "notebooks").is_dir() and (cwd == root or root in cwd.parents):
+        return root / "runs"
+    return cwd / "runs"

@@ -20,26 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lmcourse.errors import ArgumentError, LmcourseError
-from lmcourse.paths import NOTEBOOKS_DIR, REPO_ROOT
+from lmcourse.paths import NOTEBOOKS_DIR, REPO_ROOT, default_runs_dir
 from lmcourse.profiles import PROFILE_ENV, resolve_profile_name
 from lmcourse.tracking import METRICS_FILE, RUN_DIR_ENV, write_json_atomic
 
-RUNS_DIR_ENV = "LMCOURSE_RUNS_DIR"
-
-
 HEADLESS_PROGRESS_ENV = "TQDM_DISABLE"  # set for the kernels of headless runs
-
-
-def default_runs_dir() -> Path:
-    """``$LMCOURSE_RUNS_DIR``, else the checkout's ``runs/`` when working inside it (a notebook's working
-    directory is ``notebooks/``: its runs still land next to the others), else ``./runs``."""
-    if os.environ.get(RUNS_DIR_ENV):
-        return Path(os.environ[RUNS_DIR_ENV])
-    cwd = Path.cwd().resolve()
-    root = REPO_ROOT.resolve()
-    if (root / "notebooks").is_dir() and (cwd == root or root in cwd.parents):
-        return root / "runs"
-    return cwd / "runs"
 
 
 def git_commit(cwd: Path = REPO_ROOT) -> str | None:
@@ -218,7 +203,6 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]
     import json
 
     from lmcourse.tensorboard_logs import event_folders
-    from lmcourse.tracking import METRICS_FILE
 
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     rows = []

@@ -1,7 +1,10 @@
-"""Seeding and a description of the machine (CPU, cores, device): what makes a run reproducible and its
+"""Seeding and the machine (CPU, cores, devices and what they support): what makes a run reproducible and its
 timings interpretable. Which device and how many threads a run uses is decided once, by
-:func:`lmcourse.context.resolve_context` (:func:`~lmcourse.context.resolve_device`,
-:func:`~lmcourse.context.resolve_threads`)."""
+:func:`lmcourse.context.resolve_context` (from :func:`resolve_device` here and
+:func:`~lmcourse.context.resolve_threads`).
+
+The bottom of the package's run machinery: :mod:`lmcourse.context` and :mod:`lmcourse.measurement` import
+from here, this module imports neither."""
 
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmcourse.errors import ArgumentError
+
 if TYPE_CHECKING:
     import torch
 
 CPUINFO = "/proc/cpuinfo"
+DEVICE_ENV = "LMCOURSE_DEVICE"
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
@@ -68,15 +74,52 @@ def cpu_flags() -> set[str]:
     return set(cpuinfo().get("flags", "").split())
 
 
+# ---------------------------------------------------------------------------------- devices
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else ``$LMCOURSE_DEVICE``, else this process's GPU (its ``LOCAL_RANK`` under a
+    launcher), else Apple's ``mps``, else the CPU. A device that is not there is an error."""
+    import torch
+
+    chosen = device if device is not None else os.environ.get(DEVICE_ENV) or None
+    if chosen is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(chosen)
+    except (RuntimeError, TypeError):
+        raise ArgumentError(f"unknown device {chosen!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(f"device {chosen!r} asked for, but torch sees no CUDA GPU here; use device='cpu'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ArgumentError(f"device {chosen!r} asked for, but MPS is not available here; use device='cpu'")
+    return dev
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 matmuls are natively fast here (CUDA Ampere+, or a CPU with AVX512-BF16/AMX)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            flags = cpu_flags()
+            return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
 def hardware_info(device: str | torch.device | None = None) -> dict[str, object]:
     """CPU model, cores, threads, device and GPU name: recorded with every measured result.
 
-    ``device``: the run's device (a context's ``ctx.device``); default
-    :func:`lmcourse.context.resolve_device` (``$LMCOURSE_DEVICE``, else the GPU, else the CPU).
+    ``device``: the run's device (a context's ``ctx.device``); default :func:`resolve_device`
+    (``$LMCOURSE_DEVICE``, else the GPU, else the CPU).
     """
     import torch
-
-    from lmcourse.context import resolve_device
 
     dev = torch.device(device) if device is not None else resolve_device()
     gpu = torch.cuda.get_device_name(dev if dev.type == "cuda" else 0) if torch.cuda.is_available() else None

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmcourse.paths import default_runs_dir
+
 if TYPE_CHECKING:
     from lmcourse.context import RunContext
 
@@ -36,8 +38,6 @@ def log_root(ctx: RunContext | None = None) -> Path:
     """``<ctx.run_dir>/tensorboard`` for a run with a folder, else ``<runs>/interactive/tensorboard``."""
     if ctx is not None and ctx.run_dir is not None:
         return Path(ctx.run_dir) / TENSORBOARD_SUBDIR
-    from lmcourse.runner import default_runs_dir
-
     return Path(default_runs_dir()) / "interactive" / TENSORBOARD_SUBDIR
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmcourse import measurement
+from lmcourse import runtime
 from lmcourse.context import DEVICE_ENV, THREADS_ENV, RunContext, resolve_context, resolve_device, resolve_threads
 from lmcourse.errors import ArgumentError, UnknownNameError
 from lmcourse.profiles import PROFILE_ENV, PROFILES
@@ -75,13 +75,13 @@ def test_cuda_without_a_gpu_is_an_error(clean_env):
 
 
 def test_bf16_policy(clean_env):
-    # resolve_context imports bf16_supported when it runs, so patching the module attribute is seen
-    clean_env.setattr(measurement, "bf16_supported", lambda device: False)
+    # resolve_context looks bf16_supported up on lmcourse.runtime when it runs, so patching it there is seen
+    clean_env.setattr(runtime, "bf16_supported", lambda device: False)
     with pytest.raises(ArgumentError, match="bf16=True"):
         resolve_context("smoke", device="cpu", bf16=True)
     off = resolve_context("smoke", device="cpu")
     assert off.bf16 is False and off.dtype == torch.float32
-    clean_env.setattr(measurement, "bf16_supported", lambda device: True)
+    clean_env.setattr(runtime, "bf16_supported", lambda device: True)
     on = resolve_context("smoke", device="cpu")
     assert on.bf16 is True and on.dtype == torch.bfloat16
     assert resolve_context("smoke", device="cpu", bf16=True).bf16 is True

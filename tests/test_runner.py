@@ -2,7 +2,7 @@
 
 def test_default_runs_dir_is_the_checkouts_runs_from_any_folder_inside(monkeypatch, tmp_path):
     from lmcourse.data import REPO_ROOT
-    from lmcourse.runner import RUNS_DIR_ENV, default_runs_dir
+    from lmcourse.paths import RUNS_DIR_ENV, default_runs_dir
 
     monkeypatch.delenv(RUNS_DIR_ENV, raising=False)
     monkeypatch.chdir(REPO_ROOT / "notebooks")  # where Jupyter runs a notebook

@@ -66,7 +66,7 @@ def test_hardware_info_reports_the_given_device(monkeypatch):
     assert info["device"] == "cpu" and info["cpu_model"] == cpu_model()
     assert hardware_info("meta")["device"] == "meta"
     monkeypatch.setenv("LMCOURSE_DEVICE", "cpu")
-    assert hardware_info()["device"] == "cpu"  # default: lmcourse.context.resolve_device()
+    assert hardware_info()["device"] == "cpu"  # default: lmcourse.runtime.resolve_device()
     versions = library_versions()
     assert versions["torch"].startswith("2.13") and versions["lmcourse"] != "not installed"
     assert not hasattr(runtime, "choose_device") and not hasattr(runtime, "set_cpu_threads")

@@ -46,13 +46,15 @@ leaderboard compares with them per model × task, mean ± std over seeds and the
 The parts: :mod:`~lmcourse.bench.spec` (parse and validate a spec into planned runs),
 :mod:`~lmcourse.bench.executors` (run a sweep here or on Ray), :mod:`~lmcourse.bench.results` (the results
 table, the leaderboard and their files), :mod:`~lmcourse.bench.shipped` (shipping results, comparing with
-them) and :mod:`~lmcourse.bench.report` (finding results to report on, published reference scores).
+them), :mod:`~lmcourse.bench.aggregation` (a sweep's results, leaderboard and comparison files) and
+:mod:`~lmcourse.bench.report` (finding results to report on, published reference scores).
 The command is ``lmcourse bench`` (:mod:`lmcourse.cli`). Import from
 ``lmcourse.bench``; the submodules are an implementation detail.
 """
 
 from __future__ import annotations
 
+from lmcourse.bench.aggregation import aggregate
 from lmcourse.bench.executors import (
     FORWARDED_ENV,
     MAX_SHIPPED_BYTES,
@@ -76,7 +78,6 @@ from lmcourse.bench.results import (
     PERF_NAMES,
     REQUIRED_RESULT_COLUMNS,
     RESULT_COLUMNS,
-    aggregate,
     collect_results,
     leaderboard,
     leaderboard_markdown,

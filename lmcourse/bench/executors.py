@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmcourse.bench.results import aggregate
+from lmcourse.bench.aggregation import aggregate
 from lmcourse.bench.spec import BenchSpec, PlannedRun, PrepareStep, load_spec, model_available, select_runs
 from lmcourse.errors import ArgumentError, LmcourseError, UnknownNameError
 from lmcourse.tracking import METRICS_FILE
@@ -212,7 +212,7 @@ def run_spec(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLike | 
     """
     from tqdm.auto import tqdm
 
-    from lmcourse.runner import default_runs_dir
+    from lmcourse.paths import default_runs_dir
 
     spec = spec if isinstance(spec, BenchSpec) else load_spec(spec)
     runs_dir = Path(runs_dir or default_runs_dir())

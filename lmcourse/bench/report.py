@@ -30,7 +30,7 @@ def find_results(results: str | os.PathLike | None = None, runs_dir: str | os.Pa
     :func:`is_shipped` tells which of the two a path is. When nothing is found,
     :class:`~lmcourse.errors.LmcourseError` says which command makes some.
     """
-    from lmcourse.runner import default_runs_dir
+    from lmcourse.paths import default_runs_dir
 
     given_runs_dir = runs_dir is not None
     runs_dir = Path(runs_dir or default_runs_dir())

@@ -1,20 +1,18 @@
-"""Benchmark results as data: the results-table schema, one row a run, the leaderboard and the files."""
+"""Benchmark results as data: the results-table schema, one row a run, the leaderboard
+(:mod:`~lmcourse.bench.aggregation` writes a sweep's files)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lmcourse.bench.report import load_references
 from lmcourse.bench.spec import BenchSpec
 from lmcourse.errors import LmcourseError
-from lmcourse.tracking import METRICS_FILE, write_json_atomic
+from lmcourse.tracking import METRICS_FILE
 
 # Per-task numbers a fine-tuning notebook records as ``<task>/<name>``; the benchmark reads exactly these.
 METRIC_NAMES = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "combined_score")
@@ -176,58 +174,13 @@ def leaderboard_markdown(spec_name: str, table, rows: list[dict[str, Any]]) -> s
     return "\n".join(lines) + "\n"
 
 
-def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
+def read_csv_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results.csv as dicts, empty cells as ``None`` (no validation: :func:`load_results`)."""
     import pandas as pd
 
     df = pd.read_csv(path)
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
             for rec in df.to_dict("records")]
-
-
-def aggregate(spec: BenchSpec, runs_dir: str | os.PathLike,
-              shipped_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """Write ``results.csv`` and ``leaderboard.md`` for the spec; keep the previous results in history/.
-
-    When the project ships results of the same spec (``data/results/<bench>/``, or ``shipped_dir``), the
-    leaderboard gets a section comparing them (:func:`lmcourse.bench.shipped.compare_with_shipped`)."""
-    import pandas as pd
-
-    from lmcourse.bench.shipped import compare_with_shipped, comparison_markdown, load_shipped
-
-    folder = Path(runs_dir) / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = collect_results(spec, runs_dir)
-    results_path, board_path = folder / "results.csv", folder / "leaderboard.md"
-    previous = None
-    if results_path.is_file():
-        previous = _read_csv_rows(results_path)
-        history = folder / "history"
-        history.mkdir(exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        results_path.replace(history / f"results-{stamp}.csv")
-    else:
-        older = sorted((folder / "history").glob("results-*.csv")) if (folder / "history").is_dir() else []
-        previous = _read_csv_rows(older[-1]) if older else None
-    table = leaderboard(rows, load_references(), previous, spec.tolerance)
-    tmp = results_path.with_suffix(".csv.tmp")
-    pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp, index=False)
-    os.replace(tmp, results_path)
-    markdown, against = leaderboard_markdown(spec.name, table, rows), None
-    try:
-        shipped = load_shipped(spec.name, shipped_dir)
-    except LmcourseError as exc:  # the sweep is done: say why there is no comparison rather than fail it
-        markdown += f"\n## Against the shipped results\n\nNot compared: {exc}\n"
-    else:
-        if shipped is not None:
-            against = compare_with_shipped(rows, shipped)
-            markdown += comparison_markdown(against, shipped)
-    tmp_md = board_path.with_suffix(".md.tmp")
-    tmp_md.write_text(markdown, encoding="utf-8")
-    os.replace(tmp_md, board_path)
-    write_json_atomic(folder / "leaderboard.json", {
-        "spec": spec.name, "generated": time.time(), "rows": table.to_dict("records"),
-        "against_shipped": None if against is None else against.to_dict("records")})
-    return results_path, board_path
 
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -237,7 +190,7 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
         path = path / "results.csv"
     if not path.is_file():
         raise LmcourseError(f"no benchmark results at {path}; run `lmcourse bench <spec>` first")
-    rows = _read_csv_rows(path)
+    rows = read_csv_rows(path)
     for row in rows:
         for col, typ in RESULT_COLUMNS.items():
             if typ is str and row.get(col) is not None:

@@ -165,7 +165,7 @@ def ship_results(spec: str | os.PathLike | BenchSpec, runs_dir: str | os.PathLik
     import pandas as pd
 
     from lmcourse.bench.report import load_references
-    from lmcourse.runner import default_runs_dir
+    from lmcourse.paths import default_runs_dir
 
     spec = spec if isinstance(spec, BenchSpec) else load_spec(spec)
     runs_dir = Path(runs_dir or default_runs_dir())

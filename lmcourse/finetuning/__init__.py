@@ -12,8 +12,9 @@ Profile, seed, device and precision come from the run context (``ctx``).
 
 The package: :mod:`~lmcourse.finetuning.recipes` (hyperparameters and per-task budgets),
 :mod:`~lmcourse.finetuning.trainer` (metrics, callbacks, the ``Trainer`` subclass),
-:mod:`~lmcourse.finetuning.run` (:func:`finetune` and its result) and :mod:`~lmcourse.finetuning.analysis`
-(error analysis, baselines, ablations, FGM). Use the names re-exported here.
+:mod:`~lmcourse.finetuning.run` (:func:`finetune` and its result), :mod:`~lmcourse.finetuning.adversarial`
+(FGM) and :mod:`~lmcourse.finetuning.analysis` (error analysis, baselines, ablations). Use the names
+re-exported here.
 
 Metric names recorded by the notebooks (:func:`metric_record`; the benchmark suite collects these):
 
@@ -28,9 +29,9 @@ Metric names recorded by the notebooks (:func:`metric_record`; the benchmark sui
 
 from __future__ import annotations
 
+from lmcourse.finetuning.adversarial import FGM
 from lmcourse.finetuning.analysis import (
     ABLATIONS,
-    FGM,
     SPEED_CONFIGS,
     load_floors,
     majority_baseline,

@@ -1,4 +1,4 @@
-"""After training: error analysis, the majority baseline, the regularisation and speed ablations, FGM.
+"""After training: error analysis, the majority baseline, the regularisation and speed ablations.
 
 The ablation tables name ``finetune()`` overrides; the notebooks run each row with several seeds."""
 
@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lmcourse.data import get_task
-from lmcourse.errors import LmcourseError
 from lmcourse.paths import SHIPPED_DATA_DIR
 
 if TYPE_CHECKING:
@@ -103,38 +101,3 @@ def majority_baseline(task: str, labels) -> dict[str, float]:
         return {"pearson": 0.0, "spearmanr": 0.0, "combined_score": 0.0}
     preds = np.full(len(labels), int(np.bincount(labels.astype(int)).argmax()))
     return task_metrics(spec.name, preds, labels)
-
-
-class FGM:
-    """Fast Gradient Method on the word embeddings (Miyato et al. 2017, "Adversarial training methods
-    for semi-supervised text classification"): after the clean backward pass, move the embedding matrix
-    by ``r = ε g / ||g||`` (the direction that increases the loss fastest), do a second forward/backward
-    (its gradient adds to the clean one), then put the weights back exactly."""
-
-    def __init__(self, model: torch.nn.Module, epsilon: float = 1.0):
-        self.model = model
-        self.epsilon = float(epsilon)
-        emb = model.get_input_embeddings()
-        if emb is None:
-            raise LmcourseError("FGM needs a model with get_input_embeddings()")
-        self.weight: torch.nn.Parameter = emb.weight
-        self._backup: torch.Tensor | None = None
-
-    def attack(self) -> torch.Tensor | None:
-        """Add ``ε g/||g||`` to the embeddings (after ``backward``); returns the perturbation (or None)."""
-        grad = self.weight.grad
-        if grad is None:
-            return None
-        norm = torch.linalg.vector_norm(grad.float())
-        if not torch.isfinite(norm) or norm == 0:
-            return None
-        self._backup = self.weight.data.clone()
-        r = (self.epsilon * grad.float() / norm).to(self.weight.dtype)
-        self.weight.data.add_(r)
-        return r
-
-    def restore(self) -> None:
-        """Put the saved embedding weights back (bit-exact)."""
-        if self._backup is not None:
-            self.weight.data.copy_(self._backup)
-            self._backup = None

@@ -12,7 +12,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from lmcourse.data import GlueTask, get_task
-from lmcourse.finetuning.analysis import FGM
+from lmcourse.finetuning.adversarial import FGM
 from lmcourse.measurement import PeakMemory, Throughput
 
 
