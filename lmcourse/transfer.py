@@ -178,10 +178,33 @@ def baseline_curve(task: str, train, evaluation, *, sizes: Iterable[int], seeds:
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
+def until_converged(*, epochs: int, patience: int, batch_size: int, max_length: int,
+                    max_eval_samples: int | None = None, dropout: float | None = 0.1) -> dict[str, Any]:
+    """The fine-tuning overrides of a readout that can learn, for every initialisation alike: up to ``epochs``
+    passes over the n training examples, one evaluation per epoch on the examples
+    :func:`lmcourse.finetuning.finetune` holds out from those n, early stopping after ``patience`` epochs without
+    a better held-out score, and the best epoch's weights kept (the dev set only scores). A fixed, short step
+    count instead favours the pretrained start, which needs fewer steps (He et al. 2019, *Rethinking ImageNet
+    Pre-training*): a random-init encoder stopped at half an epoch still predicts the majority class.
+    ``dropout`` (hidden and attention) is the same for every initialisation, whatever a checkpoint was
+    pretrained with (None: each checkpoint's own)."""
+    if int(epochs) < 1 or int(patience) < 1:
+        raise ArgumentError(f"until_converged needs epochs >= 1 and patience >= 1, got {epochs} and {patience}")
+    if int(patience) >= int(epochs):
+        raise ArgumentError(f"a patience of {patience} epochs never stops a run of {epochs} epochs early; "
+                            "use a patience below the epochs")
+    return {"num_epochs": int(epochs), "max_steps": -1, "eval_strategy": "epoch",
+            "early_stopping_patience": int(patience), "batch_size": int(batch_size), "max_length": int(max_length),
+            "max_eval_samples": max_eval_samples, "dropout": dropout}
+
+
 def _finetune_row(result, label: str, n: int, lr: float) -> dict[str, Any]:
+    evals = [e for e in result.log_history if f"eval_{result.main_metric}" in e]
+    best = max(evals, key=lambda e: e[f"eval_{result.main_metric}"], default={})  # first of equals, as the Trainer
     return {"init": label, "task": result.task, "n": int(n), "seed": int(result.seed), "learning_rate": float(lr),
             "score": float(result.score), "selection_score": result.selection["best_score"],
-            "train_seconds": float(result.train_seconds)}
+            "epochs": float(max((e.get("epoch", 0.0) for e in result.log_history), default=0.0)),
+            "best_epoch": float(best.get("epoch", math.nan)), "train_seconds": float(result.train_seconds)}
 
 
 def finetune_curve(task: str, model: str, *, ctx: RunContext, sizes: Iterable[int], seeds: Iterable[int],
@@ -466,6 +489,51 @@ def crossing_point(flops: Sequence[float], scores: Sequence[Sequence[float]], re
                     positive_share=float((draws[:, 0] > 0).mean()) if len(draws) else 0.0,
                     already_above=best > float(ref.mean()), last_log10_flops=float(logs.max()),
                     first_log10_flops=float(logs.min()), band=band)
+
+
+CROSSING_MIN_CHECKPOINTS = 4
+"""A crossing is fitted through at least this many pretrained checkpoints ..."""
+CROSSING_MIN_DECADES = 1.0
+"""... spread over at least this many decades of pretraining compute; with fewer, only the slope's sign is read
+(two checkpoints 0.3 decades apart give a line, but not one that may be extrapolated)."""
+
+
+def crossing_supported(flops: Sequence[float]) -> bool:
+    """Whether the pretrained checkpoints' compute ``flops`` supports a crossing fit: at least
+    :data:`CROSSING_MIN_CHECKPOINTS` of them over at least :data:`CROSSING_MIN_DECADES` decades."""
+    logs = np.log10(np.asarray([f for f in flops if f > 0], dtype=float))
+    return len(logs) >= CROSSING_MIN_CHECKPOINTS and float(logs.max() - logs.min()) >= CROSSING_MIN_DECADES - 1e-9
+
+
+def slope_sign(flops: Sequence[float], scores: Sequence[Sequence[float]], reference: Sequence[float]) -> str:
+    """What too few checkpoints for :func:`crossing_point` still say: the sign of the least-squares slope of the
+    score per decade of compute (every seed's score at every checkpoint), or with one checkpoint the sign of its
+    mean's difference from the reference (random-init) mean. No crossing is extrapolated."""
+    if len(flops) != len(scores) or not flops or any(len(s) == 0 for s in scores) or not reference:
+        raise ArgumentError("slope_sign needs one non-empty list of scores per checkpoint and a reference")
+    logs = np.log10(np.asarray(flops, dtype=float))
+    gap = float(np.mean(np.concatenate([np.asarray(s, dtype=float) for s in scores])) - np.mean(reference))
+    span = float(logs.max() - logs.min())
+    if len(set(logs.tolist())) < 2:
+        return (f"one checkpoint, {gap:+.4f} from the random-init mean: "
+                f"{'above' if gap > 0 else 'not above'} it; too few checkpoints for a fit")
+    slope, _ = _fit_line(np.concatenate([np.full(len(s), lx) for s, lx in zip(scores, logs, strict=True)]),
+                               np.concatenate([np.asarray(s, dtype=float) for s in scores]))
+    return (f"{len(flops)} checkpoints over {span:.1f} decades (a fit needs {CROSSING_MIN_CHECKPOINTS} over "
+            f"{CROSSING_MIN_DECADES:g}): the score {'rises' if slope > _FLAT else 'does not rise'} with compute "
+            f"(slope {slope:+.4f} per decade); no crossing is extrapolated")
+
+
+def paired_scores(rows: Sequence[dict[str, Any]], a: str, b: str, task: str, n: int
+                  ) -> tuple[list[float], list[float]]:
+    """The scores of encoders ``a`` and ``b`` (rows' ``init``) on ``task`` at ``n``, matched seed by seed: only the
+    seeds both have, in the order of ``a``'s rows, so that position i of both lists is one pair (for
+    ``compare(..., paired=True)``). Arms run on different seed lists (a variant probed with more seeds than
+    the pretraining runs it is compared with) pair on the seeds they share."""
+    of = {label: {int(r["seed"]): float(r["score"]) for r in rows
+                  if (r["init"], r["task"], r["n"]) == (label, task, n)} for label in (a, b)}
+    shared = [seed for seed in of[a] if seed in of[b]]
+    return [of[a][seed] for seed in shared], [of[b][seed] for seed in shared]
 
 
 # ------------------------------------------------------------------------------------------ pictures

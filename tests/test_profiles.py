@@ -65,17 +65,28 @@ def test_every_profile_has_every_chapter_section():
 
 
 def test_transfer_sections_keep_the_study_design():
-    """Notebook 14: the issue's design (5 seeds, the label-efficiency sizes, a learning-rate sweep) in every
-    profile that asserts, and a ckpt_n that section 4 can compare at (fine-tuned and probed)."""
+    """Notebook 14: the issue's design (5 probe seeds, the label-efficiency sizes, a learning-rate grid per
+    initialisation, fine-tuning until converged, replicated and gated pretraining) in the cpu and gpu profiles,
+    and a ckpt_n that section 4 can compare at (fine-tuned and probed)."""
+    from lmcourse import transfer as TR
+
     for p in PROFILES.values():
         t = p.transfer
         assert t["ckpt_n"] in t["ft_sizes"], p.name  # continued MLM is compared with MiniLM there
         assert t["lr_n"] in t["ft_sizes"], p.name  # the sweep's seed-0 run is reused, not repeated
     for p in (PROFILES["cpu"], PROFILES["gpu"]):
         t = p.transfer
-        assert len(t["probe_seeds"]) >= 5 and len(t["ft_seeds"]) >= 5, p.name
+        assert len(t["probe_seeds"]) >= 5 and len(t["ft_seeds"]) >= 3, p.name
         assert tuple(t["probe_sizes"]) == (100, 300, 1000, 3000, None), p.name
-        assert len(t["minilm_lrs"]) >= 2 and len(t["scratch_lrs"]) >= 2, p.name
+        assert len(t["minilm_lrs"]) >= 2 and len(t["random_lrs"]) >= 2 and len(t["scratch_lrs"]) >= 2, p.name
+        # a readout that can learn for every arm: epochs with early stopping, random init and scratch up to 3e-3
+        assert t["ft_epochs"] >= 10 and 1 <= t["ft_patience"] < t["ft_epochs"], p.name
+        assert max(t["random_lrs"]) >= 3e-3 and max(t["scratch_lrs"]) >= 3e-3, p.name
+        # the pretraining is replicated (the unit of replication) and gated on beating the unigram baseline
+        assert len(t["pretrain_seeds"]) >= 3 and t["gate_margin"] > 0, p.name
+        assert t["model"]["hidden_dropout_prob"] == 0 and t["model"]["attention_probs_dropout_prob"] == 0, p.name
+        # the crossing is fitted through >= 4 checkpoints over >= 1 decade of compute
+        assert TR.crossing_supported([f * t["pretrain_steps"] for f in t["checkpoints"] if f > 0]), p.name
         assert t["assert_n"] is None or t["assert_n"] in t["ft_sizes"], p.name
     assert PROFILES["cpu"].transfer["assert_n"] is not None  # the profile that was run asserts what it measured
 

@@ -19,13 +19,17 @@ from lmcourse.transfer import (
     baseline_curve,
     choose_learning_rate,
     crossing_point,
+    crossing_supported,
     encoder_features,
     finetune_curve,
     fresh_word_embeddings,
     linear_probe,
     mean_pooling_head,
     nested_subset,
+    paired_scores,
     probe_curve,
+    slope_sign,
+    until_converged,
 )
 
 SMOKE = resolve_context("smoke", seed=0, device="cpu", bf16=False)
@@ -182,6 +186,27 @@ def test_finetune_curve_with_mean_pooling_on_a_tiny_bert(tiny_bert):
     assert all(0.0 <= r["score"] <= 1.0 and r["selection_score"] is not None for r in rows)
     again = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[32], seeds=[1], label="tiny", **FAST)
     assert again[0]["score"] == rows[2]["score"]  # a seed fixes the run
+
+
+def test_until_converged_trains_epochs_and_stops_early(tiny_bert):
+    """The readout that can learn: one held-out evaluation per epoch, early stopping after ``patience`` epochs
+    without a better held-out score, the best epoch's weights kept and reported in the row."""
+    from lmcourse.finetuning import task_settings
+
+    settings = until_converged(epochs=6, patience=1, batch_size=16, max_length=32, max_eval_samples=40)
+    assert task_settings("smoke", "sst2", **settings)["early_stopping_patience"] == 1  # every key is finetune's
+    # at a learning rate of 0 the held-out score never improves: the first evaluation is best, one more stops it
+    frozen, = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[48], seeds=[0], label="tiny", learning_rate=0.0,
+                             **{**settings, "bf16": False})
+    assert frozen["epochs"] == 2.0 and frozen["best_epoch"] == 1.0
+    # a learning model trains on while it improves, up to the epochs allowed
+    moving, = finetune_curve("sst2", tiny_bert, ctx=SMOKE, sizes=[48], seeds=[0], label="tiny", learning_rate=1e-3,
+                             **{**settings, "bf16": False})
+    assert 2.0 <= moving["epochs"] <= 6.0 and 1.0 <= moving["best_epoch"] <= moving["epochs"]
+    with pytest.raises(ArgumentError, match="patience"):
+        until_converged(epochs=3, patience=3, batch_size=16, max_length=32)
+    with pytest.raises(ArgumentError, match="epochs >= 1"):
+        until_converged(epochs=0, patience=1, batch_size=16, max_length=32)
 
 
 def test_choose_learning_rate_picks_the_best_selection_score(tiny_bert):
@@ -452,3 +477,27 @@ def test_every_profiles_pretraining_runs_stay_within_max_passes():
                                  what=f"{p.name}: distil")
             counted += 1
     assert counted == 1  # the gpu profile's corpus was bounded, not passed over
+
+
+def test_crossing_needs_four_checkpoints_over_a_decade():
+    assert crossing_supported([1e12, 2e12, 5e12, 1e13])
+    assert not crossing_supported([1e12, 2e12, 5e12, 9e12])  # under a decade
+    assert not crossing_supported([1e12, 1e13, 1e14])  # three checkpoints
+    assert not crossing_supported([0.0, 1e12, 1e13, 1e14])  # step 0 is the reference, not a checkpoint
+    rising = slope_sign([1e12, 2e12], [[0.60, 0.62], [0.64, 0.66]], reference=[0.5, 0.52])
+    assert "rises" in rising and "+0.1329 per decade" in rising  # 0.04 over log10(2) = 0.301 decades
+    assert "does not rise" in slope_sign([1e12, 2e12], [[0.6], [0.6]], reference=[0.5])
+    one = slope_sign([1e12], [[0.6, 0.62]], reference=[0.5, 0.52])
+    assert one.startswith("one checkpoint, +0.1000") and "above" in one
+    with pytest.raises(ArgumentError, match="one non-empty list"):
+        slope_sign([1e12, 2e12], [[0.6], []], reference=[0.5])
+
+
+def test_paired_scores_match_seeds():
+    rows = [{"init": lab, "task": "sst2", "n": 100, "seed": seed, "score": score}
+            for lab, seed, score in [("a", 2, 0.7), ("a", 0, 0.6), ("a", 1, 0.65), ("b", 0, 0.5), ("b", 1, 0.55),
+                                     ("b", 3, 0.9)]]
+    rows.append({"init": "a", "task": "mrpc", "n": 100, "seed": 3, "score": 0.0})  # another task: not a pair
+    assert paired_scores(rows, "a", "b", "sst2", 100) == ([0.6, 0.65], [0.5, 0.55])
+    assert paired_scores(rows, "b", "a", "sst2", 100) == ([0.5, 0.55], [0.6, 0.65])
+    assert paired_scores(rows, "a", "b", "sst2", 300) == ([], [])
