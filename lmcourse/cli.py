@@ -175,6 +175,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exercises(args: argparse.Namespace) -> int:
+    from lmcourse import exercises
+
+    if args.id is None:
+        exercises.list_exercises(args.chapter)
+        return 0
+    print(exercises.statement(args.id))
+    if args.hint:
+        exercises.hint(args.id)
+    if args.solution:
+        exercises.solution(args.id)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmcourse", description="Large language models from theory to practice")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=None,
                    help="where the runs are (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("exercises", help="list the chapters' exercises and what you passed, or show one")
+    p.add_argument("id", nargs="?", default=None, help="an exercise id (e.g. 02.sdpa): print what it asks")
+    p.add_argument("--chapter", type=int, default=None, help="only this chapter's exercises (1-14)")
+    p.add_argument("--hint", action="store_true", help="with an id: print its hint")
+    p.add_argument("--solution", action="store_true", help="with an id: print the reference solution's source")
+    p.set_defaults(func=cmd_exercises)
 
     p = sub.add_parser("classify", help="classify text (one per line, a file or stdin) with an exported ONNX model")
     p.add_argument("model", help="an exported model folder (lmcourse.compression.export_onnx)")
