@@ -232,71 +232,62 @@ def _default_output_dir(task: str, model: str, ctx: RunContext) -> str:
 
 
 # ------------------------------------------------------------------------------------------ finetune
-def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = None, random_init: bool = False,
-             output_dir: str | os.PathLike | None = None, **overrides: Any) -> FinetuneResult:
-    """Fine-tune ``model`` on GLUE ``task`` and evaluate it on the task's eval split(s).
+@dataclass
+class _Splits:
+    """The examples of one run: training, the held-out selection part of it, and the eval splits (raw and
+    tokenised)."""
 
-    ``ctx``: the run context (profile, seed, device, bf16 policy, run folder); default
-    :func:`~lmcourse.context.resolve_context` from the environment. ``model``: a short name
-    (:func:`lmcourse.models.resolve`), a Hub id or a local ``save_pretrained`` folder with its tokenizer;
-    ``None`` takes the profile's ``finetune_model``. ``random_init=True`` builds the same architecture
-    with random weights. ``overrides``: see :data:`~lmcourse.finetuning.HYPERPARAMETERS`.
-    """
-    import transformers
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, default_data_collator
+    raw_train: Any
+    raw_select: Any
+    raw_evals: dict[str, Any]
+    train: Any = None
+    select: Any = None
+    evals: dict[str, Any] = field(default_factory=dict)
 
-    from lmcourse.errors import ArgumentError
-    from lmcourse.measurement import bf16_supported, measure_peak_flops
 
-    ctx = ctx if ctx is not None else resolve_context()
-    spec = get_task(task)
-    prof, seed, device = ctx.profile, ctx.seed, ctx.device
-    s = task_settings(prof, spec.name, **overrides)
-    model_name = model or prof.finetune_model
-    use_bf16 = ctx.bf16 if s["bf16"] is None else bool(s["bf16"])
-    if use_bf16 and not bf16_supported(device):
-        raise ArgumentError(f"bf16=True but {device} does not support bf16; pass bf16=False")
-
-    train_split = spec.train_split
-    if train_split is None:
+def _load_splits(spec: GlueTask, s: dict[str, Any], seed: int) -> _Splits:
+    """The training examples (``train_indices``, else a seeded subset), a seeded selection part held out of
+    them when the run evaluates, and the eval splits (their first ``max_eval_samples``, unshuffled)."""
+    if spec.train_split is None:
         raise UnknownNameError(f"GLUE task {spec.name!r} has no training split; it cannot be fine-tuned on")
-    raw_train = load_glue(spec.name, train_split)  # DataUnavailableError surfaces unchanged
+    raw_train = load_glue(spec.name, spec.train_split)  # DataUnavailableError surfaces unchanged
     raw_evals = {split: load_glue(spec.name, split) for split in spec.eval_splits}
     if s["train_indices"] is not None:
         raw_train = raw_train.select([int(i) for i in s["train_indices"]])
     else:
         raw_train = _subset(raw_train, s["max_train_samples"], seed)
     raw_evals = {k: _subset(v, s["max_eval_samples"], 0) for k, v in raw_evals.items()}
-    evaluating = s["eval_strategy"] != "no"
-    raw_train, raw_select = split_selection(raw_train, s["selection_fraction"] if evaluating else 0.0,
-                                            s["max_selection_samples"], seed)
+    fraction = s["selection_fraction"] if s["eval_strategy"] != "no" else 0.0
+    raw_train, raw_select = split_selection(raw_train, fraction, s["max_selection_samples"], seed)
+    return _Splits(raw_train, raw_select, raw_evals)
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight loading/saving bars; the Trainer's stays
-    import datasets
-
     datasets.disable_progress_bars()
-    ctx.apply()  # the Trainer also seeds from args.seed; model init and dropout follow ctx.seed
-    tokenizer, net = load_classifier(spec, model_name, random_init=random_init, dropout=s["dropout"])
-    if s["model_init_hook"] is not None:
-        net = s["model_init_hook"](net)
-    trainable = count_parameters(net)
-    total = count_parameters(net, trainable_only=False)
 
-    train_ds = tokenize_glue(raw_train, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
-    eval_ds = {k: tokenize_glue(v, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
-               for k, v in raw_evals.items()}
-    select_ds = (tokenize_glue(raw_select, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
-                 if raw_select is not None else None)
-    collator = default_data_collator if s["pad_to_max_length"] else DataCollatorWithPadding(tokenizer)
-    main = spec.main_metric
-    evaluating = evaluating and select_ds is not None
 
-    created_out = output_dir is None or not Path(output_dir).exists()
-    out = Path(output_dir) if output_dir is not None else Path(_default_output_dir(spec.name, model_name, ctx))
-    out.mkdir(parents=True, exist_ok=True)
-    peak = measure_peak_flops(torch.bfloat16 if use_bf16 else torch.float32, device)
-    throughput = ThroughputCallback(net, peak, device)
+def _tokenize_splits(splits: _Splits, tokenizer, spec: GlueTask, s: dict[str, Any]) -> None:
+    def tok(ds):
+        return tokenize_glue(ds, tokenizer, spec, s["max_length"], s["pad_to_max_length"])
+
+    splits.train = tok(splits.raw_train)
+    splits.evals = {k: tok(v) for k, v in splits.raw_evals.items()}
+    splits.select = tok(splits.raw_select) if splits.raw_select is not None else None
+
+
+def _training_arguments(s: dict[str, Any], out: Path, evaluating: bool, main: str, use_bf16: bool,
+                        device: torch.device, seed: int):
+    """The ``TrainingArguments`` of the recipe; selection (best checkpoint, early stopping) only when
+    ``evaluating``. A Trainer that would run elsewhere than the context's device is an error."""
+    from transformers import TrainingArguments
+
+    from lmcourse.errors import ArgumentError
+
     args = TrainingArguments(
         output_dir=str(out),
         learning_rate=s["learning_rate"],
@@ -332,53 +323,118 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
     if args.device.type != device.type:
         raise ArgumentError(f"the Trainer path runs on {args.device}, not on the run context's device {device}; "
                             "use a context with device 'cpu' or 'cuda'")
-    callbacks: list[transformers.TrainerCallback] = [throughput]
-    from lmcourse.tensorboard_logs import scalar_writer
+    return args
 
-    tb_writer = scalar_writer(ctx, f"finetune-{spec.name}-{Path(str(model_name)).name}")
-    if tb_writer is not None:  # loss, learning rate, tokens/s and the selection metric, under the run folder
+
+def _build_trainer(net, tokenizer, args, splits: _Splits, spec: GlueTask, s: dict[str, Any], evaluating: bool,
+                   throughput: ThroughputCallback, tb_writer: Any | None) -> GlueTrainer:
+    """The :class:`GlueTrainer` with its callbacks: throughput, TensorBoard (loss, learning rate, tokens/s and
+    the selection metric, under the run folder), early stopping, and the quiet progress bar."""
+    import transformers
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, default_data_collator
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    callbacks: list[transformers.TrainerCallback] = [throughput]
+    if tb_writer is not None:
         from transformers.integrations import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tb_writer=tb_writer))
     if s["early_stopping_patience"] is not None and evaluating:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(s["early_stopping_patience"])))
     trainer = GlueTrainer(
-        model=net, args=args, train_dataset=train_ds,
+        model=net, args=args, train_dataset=splits.train,
         # selection only: the GLUE dev set is never seen here (sorted by length: the order does not change a metric)
-        eval_dataset=by_length(select_ds)[0] if evaluating else None,
-        processing_class=tokenizer, data_collator=collator, compute_metrics=glue_compute_metrics(spec),
-        callbacks=callbacks, throughput=throughput, fgm_epsilon=s["fgm_epsilon"],
+        eval_dataset=by_length(splits.select)[0] if evaluating else None,
+        processing_class=tokenizer,
+        data_collator=default_data_collator if s["pad_to_max_length"] else DataCollatorWithPadding(tokenizer),
+        compute_metrics=glue_compute_metrics(spec), callbacks=callbacks, throughput=throughput,
+        fgm_epsilon=s["fgm_epsilon"],
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if s["progress"]:
         trainer.add_callback(QuietProgressCallback)
-    trainer.train()
+    return trainer
 
+
+def _evaluate(trainer, splits: _Splits) -> tuple[dict[str, dict[str, float]], dict[str, EvalPredictions]]:
+    """Every eval split's metrics (without the Trainer's loss and timings) and predictions."""
     metrics: dict[str, dict[str, float]] = {}
     predictions: dict[str, EvalPredictions] = {}
-    for split, ds in eval_ds.items():
+    for split, ds in splits.evals.items():
         logits, label_ids, scores = _predict_in_order(trainer, ds)
         metrics[split] = {k[len("eval_"):]: float(v) for k, v in scores.items()
                           if k.startswith("eval_") and k[len("eval_"):] not in
                           ("loss", "runtime", "samples_per_second", "steps_per_second")}
-        predictions[split] = EvalPredictions(logits.astype(np.float32), label_ids, raw_evals[split])
+        predictions[split] = EvalPredictions(logits.astype(np.float32), label_ids, splits.raw_evals[split])
+    return metrics, predictions
 
-    best_dir: Path | None = out / "best"
+
+def _keep_or_remove(trainer, out: Path, s: dict[str, Any], created_out: bool) -> Path | None:
+    """Save the best model to ``out/best`` (``save_model``) or keep nothing of the run on disk; the
+    intermediate checkpoints go unless ``keep_checkpoints``. Returns the saved folder, if any."""
     if s["save_model"]:
+        best_dir = out / "best"
         trainer.save_model(str(best_dir))  # safetensors + config + tokenizer (processing_class)
         if not s["keep_checkpoints"]:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
+        return best_dir
+    if created_out:  # nothing of this run is kept on disk
+        shutil.rmtree(out, ignore_errors=True)
     else:
-        best_dir = None
-        if created_out:  # nothing of this run is kept on disk
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            for ckpt in out.glob("checkpoint-*"):
-                shutil.rmtree(ckpt, ignore_errors=True)
+        for ckpt in out.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = None, random_init: bool = False,
+             output_dir: str | os.PathLike | None = None, **overrides: Any) -> FinetuneResult:
+    """Fine-tune ``model`` on GLUE ``task`` and evaluate it on the task's eval split(s).
+
+    ``ctx``: the run context (profile, seed, device, bf16 policy, run folder); default
+    :func:`~lmcourse.context.resolve_context` from the environment. ``model``: a short name
+    (:func:`lmcourse.models.resolve`), a Hub id or a local ``save_pretrained`` folder with its tokenizer;
+    ``None`` takes the profile's ``finetune_model``. ``random_init=True`` builds the same architecture
+    with random weights. ``overrides``: see :data:`~lmcourse.finetuning.HYPERPARAMETERS`.
+    """
+    from lmcourse.errors import ArgumentError
+    from lmcourse.measurement import bf16_supported, measure_peak_flops
+    from lmcourse.tensorboard_logs import scalar_writer
+
+    # the recipe: settings of the profile and task, the model, the precision
+    ctx = ctx if ctx is not None else resolve_context()
+    spec = get_task(task)
+    prof, seed, device = ctx.profile, ctx.seed, ctx.device
+    s = task_settings(prof, spec.name, **overrides)
+    model_name = model or prof.finetune_model
+    use_bf16 = ctx.bf16 if s["bf16"] is None else bool(s["bf16"])
+    if use_bf16 and not bf16_supported(device):
+        raise ArgumentError(f"bf16=True but {device} does not support bf16; pass bf16=False")
+
+    splits = _load_splits(spec, s, seed)
+    _quiet_libraries()
+    ctx.apply()  # the Trainer also seeds from args.seed; model init and dropout follow ctx.seed
+    tokenizer, net = load_classifier(spec, model_name, random_init=random_init, dropout=s["dropout"])
+    if s["model_init_hook"] is not None:
+        net = s["model_init_hook"](net)
+    trainable, total = count_parameters(net), count_parameters(net, trainable_only=False)
+    _tokenize_splits(splits, tokenizer, spec, s)
+    main = spec.main_metric
+    evaluating = s["eval_strategy"] != "no" and splits.select is not None
+
+    created_out = output_dir is None or not Path(output_dir).exists()
+    out = Path(output_dir) if output_dir is not None else Path(_default_output_dir(spec.name, model_name, ctx))
+    out.mkdir(parents=True, exist_ok=True)
+    throughput = ThroughputCallback(net, measure_peak_flops(torch.bfloat16 if use_bf16 else torch.float32, device),
+                                    device)
+    args = _training_arguments(s, out, evaluating, main, use_bf16, device, seed)
+    tb_writer = scalar_writer(ctx, f"finetune-{spec.name}-{Path(str(model_name)).name}")
+    trainer = _build_trainer(net, tokenizer, args, splits, spec, s, evaluating, throughput, tb_writer)
+    trainer.train()
+
+    metrics, predictions = _evaluate(trainer, splits)
+    best_dir = _keep_or_remove(trainer, out, s, created_out)
     t = throughput.summary()
     return FinetuneResult(
         task=spec.name, model=str(model_name), profile=prof.name, seed=seed, metrics=metrics, main_metric=main,
@@ -390,9 +446,9 @@ def finetune(task: str, model: str | None = None, *, ctx: RunContext | None = No
                                                                                   "device": str(device)},
         throughput=t, log_history=list(trainer.state.log_history),
         tensorboard_dir=str(tb_writer.log_dir) if tb_writer is not None else None,
-        selection={"examples": len(raw_select) if raw_select is not None else 0,
+        selection={"examples": len(splits.raw_select) if splits.raw_select is not None else 0,
                    "metric": main if evaluating else None,
                    "best_score": trainer.state.best_metric if evaluating else None,
-                   "idx": [int(i) for i in raw_select["idx"]] if raw_select is not None else []},
-        train_examples=raw_train,
+                   "idx": [int(i) for i in splits.raw_select["idx"]] if splits.raw_select is not None else []},
+        train_examples=splits.raw_train,
     )
