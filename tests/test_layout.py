@@ -17,10 +17,12 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "lmcourse"
 MAX_LINES = 600
 
-# Modules over the limit today whose split another issue owns. Remove a name once its file is split.
+# Modules at or over the limit whose split another issue owns. Remove a name once its file is split.
 OVER_LIMIT_ALLOWED = {
     "interpretability.py": "issue of chapters 12-13 (split interpretability.py and continual.py)",
     "continual.py": "issue of chapters 12-13 (split interpretability.py and continual.py)",
+    # readouts, distillation model, crossing statistics and plots, split with the chapter-14 issue
+    "transfer.py": "issue 41, transfer.py by concern (with the chapter-14 issue)",
 }
 
 
