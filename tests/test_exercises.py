@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -310,3 +311,73 @@ def test_command_line_lists_and_shows(capsys):
     assert "True where a query MAY attend" in out and "hint for 02.sdpa" in out
     assert main(["exercises", "nope"]) == 2
     assert "unknown exercise 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- a learner's session in a real kernel
+def test_a_learner_types_a_wrong_answer_then_the_right_one_in_a_kernel(tmp_path):
+    """The exercise cell of chapter 02 as the notebooks have it (lmcourse.exercises.cells), run in a Jupyter kernel
+    of a learner's session (none of the headless signs in its environment): the placeholder says "not written
+    yet", a wrong answer typed into the cell fails with the case and the hint, the right one passes and is
+    recorded."""
+    import os
+    import queue
+
+    from jupyter_client.manager import start_new_kernel
+
+    from lmcourse.exercises.cells import answer_name, code_cell_source
+
+    ex = exercises.exercise("02.sdpa")
+    cell, name = code_cell_source(ex), answer_name(ex)
+    placeholder = f"{name} = exercises.unanswered('02.sdpa')"
+    assert placeholder in cell and "exercises.solution_for_headless('02.sdpa'" in cell
+    wrong = cell.replace(placeholder, "\n".join([
+        f"def {name}(q, k, v, mask=None):",
+        "    scores = q @ k.transpose(-2, -1)",
+        "    if mask is not None:",
+        "        scores = scores.masked_fill(~mask, float('-inf'))",
+        "    return scores.softmax(-1) @ v"]))
+    right = wrong.replace("q @ k.transpose(-2, -1)", "q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5")
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PYTEST_CURRENT_TEST", "LMCOURSE_VERDICT_LOG", "TQDM_DISABLE", exercises.MODE_ENV}}
+    env[exercises.PROGRESS_ENV] = str(tmp_path / "progress.json")
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        def run(code: str) -> str:
+            msg_id = kc.execute(code)
+            out = []
+            while True:
+                try:
+                    msg = kc.get_iopub_msg(timeout=120)
+                except queue.Empty:
+                    break
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "stream":
+                    out.append(msg["content"]["text"])
+                elif msg["msg_type"] == "error":
+                    out.append("ERROR " + msg["content"]["ename"])
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            return "".join(out)
+
+        assert "not written yet" in run(cell)
+        failed = run(wrong)
+        assert "✗ 02.sdpa" in failed and "scores are not divided by √d_k" in failed and "ERROR" not in failed
+        assert "✓ 02.sdpa" in run(right)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "02.sdpa" in json.loads((tmp_path / "progress.json").read_text())["passed"]
+
+
+def test_every_chapter_has_further_reading_with_sources():
+    from lmcourse.exercises.cells import READING, reading_markdown
+
+    assert sorted(READING) == list(range(1, 15))
+    for chapter, (papers, docs) in READING.items():
+        assert len(papers) >= 3 and docs, chapter
+        for paper in papers:  # authors (year). title. venue or arXiv id
+            assert re.search(r"\((19|20)\d\d\)", paper), paper
+        text = reading_markdown(chapter)
+        assert text.startswith("## Further reading") and all(d in text for d in docs)
+        assert all(re.search(r"\]\(https://", d) for d in docs), docs

@@ -124,6 +124,11 @@ def _sdpa(scale_fn, mask_side="ok", fill=float("-inf"), dim=-1):
     return fn
 
 
+def _sdpa_mask_after_softmax(q, k, v, mask=None):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+    return (weights * mask if mask is not None else weights) @ v
+
+
 _ok_scale = lambda q, v: 1 / math.sqrt(q.size(-1))  # noqa: E731
 _add(Exercise(
     id="02.sdpa", chapter=2, title="Scaled dot-product attention with a mask",
@@ -145,7 +150,10 @@ _add(Exercise(
               Mistake("masked scores set to 0 instead of -inf", _sdpa(_ok_scale, fill=0.0),
                       "a masked score must be -inf: a score of 0 still gets weight e⁰ after the softmax"),
               Mistake("softmax over the queries", _sdpa(_ok_scale, dim=-2),
-                      "softmax over the keys (dim=-1): each query's weights sum to 1")],
+                      "softmax over the keys (dim=-1): each query's weights sum to 1"),
+              Mistake("the mask applied after the softmax", _sdpa_mask_after_softmax,
+                      "mask the SCORES before the softmax (-inf where not allowed): zeroing weights after it leaves "
+                      "rows that no longer sum to 1")],
     shows=[attention.scaled_dot_product_attention]))
 
 

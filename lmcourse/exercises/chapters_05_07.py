@@ -50,6 +50,16 @@ def _mlm_random_everywhere(input_ids, special_tokens_mask, mask_token_id, vocab_
     return out, labels
 
 
+def _mlm_unscaled_random(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability=0.15,
+                         generator=None):
+    out, labels = _mlm_all_mask(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability, generator)
+    sel = labels != -100
+    replaced = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=generator).bool() & sel
+    rand = torch.bernoulli(torch.full(input_ids.shape, 0.1), generator=generator).bool() & sel & ~replaced
+    out = torch.where(sel & ~replaced, input_ids, out)
+    return torch.where(rand, torch.randint(vocab_size, input_ids.shape, generator=generator), out), labels
+
+
 MLM_MISTAKES = [
     Mistake("every selected token becomes [MASK]", _mlm_all_mask,
             "of the selected tokens only 80 % become [MASK]; 10 % get a random token and 10 % stay as they are "
@@ -59,6 +69,9 @@ MLM_MISTAKES = [
     Mistake("special tokens can be selected", _mlm_specials,
             "never select special tokens ([CLS], [SEP], [PAD]): zero their selection probability with "
             "special_tokens_mask"),
+    Mistake("the 10 % random is drawn from what [MASK] left, unscaled", _mlm_unscaled_random,
+            "after 80 % became [MASK], HALF of the remaining 20 % get a random token: draw with probability "
+            "0.1 / 0.2 = 0.5 among the rest, not 0.1 (that gives 2 % random and 18 % kept)"),
     Mistake("random tokens drawn outside the selection", _mlm_random_everywhere,
             "only the selected tokens change: the 10 % random replacements are drawn among the selected ones"),
 ]

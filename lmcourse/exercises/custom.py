@@ -95,6 +95,10 @@ def mlm_masking_checker(fn: Callable[..., Any], mistakes: Sequence[Mistake]) -> 
         if s["mask"] > 0.97:
             m = "every selected token becomes [MASK]"
             return name, f"{head}{s['mask']:.1%} of the selected tokens became [MASK]; expected 80 %", hints[m], m
+        if _within(s["random"], 0.02, s["n_sel"]) and _within(s["kept"], 0.18, s["n_sel"]):
+            m = "the 10 % random is drawn from what [MASK] left, unscaled"
+            return name, (f"{head}{s['random']:.1%} of the selected tokens got a random id and {s['kept']:.1%} "
+                          "stayed; expected 10 % and 10 %"), hints[m], m
         for part, expect in (("mask", 0.8), ("random", 0.1), ("kept", 0.1)):
             if not _within(s[part], expect, s["n_sel"]):
                 return name, (f"{head}{s[part]:.1%} of the selected tokens were {part}; expected {expect:.0%} "
