@@ -24,7 +24,9 @@ def _sgns_cases() -> list[Case]:
             Case("batch of one, one negative", (_randn(g, 1, 4), _randn(g, 1, 4), _randn(g, 1, 1, 4))),
             Case("d=1, K=5", (_randn(g, 3, 1), _randn(g, 3, 1), _randn(g, 3, 5, 1))),
             Case("large dot products (log σ must not underflow)",
-                 (_randn(g, 4, 16, scale=3.0), _randn(g, 4, 16, scale=3.0), _randn(g, 4, 2, 16, scale=3.0)))]
+                 (_randn(g, 4, 16, scale=3.0), _randn(g, 4, 16, scale=3.0), _randn(g, 4, 2, 16, scale=3.0))),
+            Case("a context pointing away from its center (u·v far below 0)",
+                 (torch.full((2, 8), 3.0), torch.full((2, 8), -4.0), torch.full((2, 1, 8), 4.0)))]
 
 
 def _sgns_unnegated(center, context, negatives):
@@ -35,6 +37,11 @@ def _sgns_unnegated(center, context, negatives):
 def _sgns_mean_negatives(center, context, negatives):
     neg = torch.bmm(negatives, center.unsqueeze(-1)).squeeze(-1)
     return -(F.logsigmoid((center * context).sum(-1)) + F.logsigmoid(-neg).mean(-1))
+
+
+def _sgns_log_sigmoid(center, context, negatives):
+    neg = torch.bmm(negatives, center.unsqueeze(-1)).squeeze(-1)
+    return -(torch.log(torch.sigmoid((center * context).sum(-1))) + torch.log(torch.sigmoid(-neg)).sum(-1))
 
 
 def _sgns_batch_mean(center, context, negatives):
@@ -54,6 +61,8 @@ _add(Exercise(
               Mistake("the negatives are averaged instead of summed", _sgns_mean_negatives,
                       "the K negative terms are summed (Σ_k), not averaged: each negative is one more logistic "
                       "regression"),
+              Mistake("log(sigmoid(x)) instead of logsigmoid(x)", _sgns_log_sigmoid,
+                      "use F.logsigmoid(x): log(sigmoid(x)) underflows to -inf once a dot product is very negative"),
               Mistake("one batch mean instead of one loss per pair", _sgns_batch_mean,
                       "return one loss per (center, context) pair, shape (B,); the training loop takes the mean")],
     shows=[embeddings.sgns_loss]))

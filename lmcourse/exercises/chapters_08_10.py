@@ -104,7 +104,8 @@ _add(open_exercise(
                "scaling, same seeds), predict whether dev accuracy changes, then compare with "
                "lmcourse.spread.compare(a=r=1 arm, b=the chapter's LoRA arm, paired=True, chance=the majority "
                "class). Record a dict: prediction ('a better', 'b better' or 'no difference'), why, comparison."),
-    prediction_hint="Hu et al. (2021, table 6) found very small ranks competitive on GLUE-sized tasks"))
+    prediction_hint=("Hu et al. (2021, table 6) found ranks as small as 1 competitive for GPT-3 on WikiSQL and "
+                     "MultiNLI")))
 
 
 # =========================================================================================== 09 the report
