@@ -325,9 +325,14 @@ def diagonal_fisher(model: nn.Module, batches: Iterable[Mapping[str, Any]],
     """The diagonal of the empirical Fisher information: ``F_k = 1/N Σ_n (∂ log p(y_n | x_n) / ∂θ_k)²``.
 
     Each example's gradient is computed on its own (the batch is split into single examples) and squared;
-    squaring the gradient of a whole batch would instead give ``(Σ_n g_n)²``, which drops the per-example
-    variance EWC relies on. ``nll(model, batch)`` returns the negative log-likelihood of the batch's examples
-    (one value each, or their sum); the labels are the true ones (the *empirical* Fisher). ``params``
+    squaring the gradient of the batch's *mean* loss would instead give ``(1/N Σ_n g_n)²``, the squared mean
+    gradient, which drops the per-example variance EWC relies on and is much smaller (near a minimum the mean
+    gradient is near zero while the per-example ones are not). ``nll(model, batch)`` returns the negative
+    log-likelihood of the batch's examples (one value each, or their sum); the labels are the true ones: this is
+    the *empirical* Fisher, not the true Fisher (which samples ``y`` from the model's own ``p(y | x)``). The two
+    differ (Kunstner et al. 2019, "Limitations of the empirical Fisher approximation"), and on a model that fits
+    its training labels well the empirical one is small, because the per-example gradients are: that is why
+    notebook 13's λ grid reaches 1e5–1e6. ``params``
     (name → parameter) default to every parameter that requires grad. The model is put in eval mode (no
     dropout) for the computation and restored afterwards."""
     named = dict(params) if params is not None else {n: p for n, p in model.named_parameters() if p.requires_grad}
