@@ -16,6 +16,7 @@ exactly the kept sets and values of ``transformers``' ``TemperatureLogitsWarper`
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,7 +148,7 @@ def time_generation(model, prompt: Tensor, max_new_tokens: int, use_cache: bool,
 
 
 def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: int = 1,
-                       generate_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                       generate_kwargs: dict[str, Any] | None = None, warmup: int = 1) -> list[dict[str, Any]]:
     """Tokens/s of greedy generation with and without the KV cache for several generated lengths.
 
     Without a cache every step recomputes the whole context (``O(T^2)`` work for ``T`` tokens, plus
@@ -155,13 +156,27 @@ def kv_cache_benchmark(model, prompt: Tensor, lengths: Sequence[int], repeats: i
     ``O(T^2)``). Also checks that both produce the same tokens. Runs on the model's device (put the model
     on ``ctx.device`` first); the prompt is moved there. Works for any model whose ``generate`` takes
     ``max_new_tokens=`` and ``use_cache=`` (GPT and T5); ``generate_kwargs`` are passed on.
+
+    For each length, ``warmup`` untimed runs of both (allocator, kernel selection, caches), then ``repeats``
+    rounds that time the cached and the uncached run one after the other, so a slow moment of the machine
+    hits both. A row gives the median tokens/s of each, ``speedup`` (the median of the per-round ratios) and
+    ``speedups`` (every round's ratio, in order, for an interval).
     """
     rows = []
     model.eval()
     for n in lengths:
-        with_cache, tps_cache = time_generation(model, prompt, n, True, repeats, generate_kwargs)
-        without, tps_plain = time_generation(model, prompt, n, False, repeats, generate_kwargs)
-        rows.append({"new_tokens": n, "tokens/s with cache": tps_cache, "tokens/s without cache": tps_plain,
-                     "speedup": tps_cache / tps_plain, "identical": bool(torch.equal(with_cache, without)),
-                     "device": str(with_cache.device)})
+        for _ in range(max(0, warmup)):
+            time_generation(model, prompt, n, True, 1, generate_kwargs)
+            time_generation(model, prompt, n, False, 1, generate_kwargs)
+        cached, plain, same = [], [], True
+        for _ in range(max(1, repeats)):
+            with_cache, tps_cache = time_generation(model, prompt, n, True, 1, generate_kwargs)
+            without, tps_plain = time_generation(model, prompt, n, False, 1, generate_kwargs)
+            cached.append(tps_cache)
+            plain.append(tps_plain)
+            same = same and bool(torch.equal(with_cache, without))
+        ratios = [c / p for c, p in zip(cached, plain, strict=True)]
+        rows.append({"new_tokens": n, "tokens/s with cache": statistics.median(cached),
+                     "tokens/s without cache": statistics.median(plain), "speedup": statistics.median(ratios),
+                     "speedups": ratios, "identical": same, "device": str(with_cache.device)})
     return rows

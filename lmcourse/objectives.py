@@ -128,8 +128,9 @@ def prediction_targets(batches: Callable[[int], dict[str, Tensor]], steps: Seque
 mean_over_tokens = mean_pool
 
 
-def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text (special tokens as the tokenizer adds them), cut to ``max_length``."""
+def token_rows(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text (special tokens as the tokenizer adds them), cut to ``max_length``: lists of ints
+    (``lmcourse.compression.encode_texts`` is the padded-tensor encoder of notebook 11)."""
     return [ids[:max_length] for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
 
 
@@ -188,11 +189,11 @@ def finetune_pooled(body: nn.Module, tokenizer, task: str, train_texts: Sequence
         raise ArgumentError(f"only {len(train_texts)} training examples for batch size {batch_size} and "
                             f"{n_sel} held out; use more examples or a smaller batch")
     sel_idx, fit_idx = perm[:n_sel], perm[n_sel:]
-    all_rows = encode_texts(tokenizer, train_texts, max_length)
+    all_rows = token_rows(tokenizer, train_texts, max_length)
     labels = np.asarray(train_labels, dtype=np.int64)
     fit_rows, fit_y = [all_rows[i] for i in fit_idx], labels[fit_idx]
     sel_rows, sel_y = [all_rows[i] for i in sel_idx], labels[sel_idx]
-    dev_rows = encode_texts(tokenizer, dev_texts, max_length)
+    dev_rows = token_rows(tokenizer, dev_texts, max_length)
     pad = int(tokenizer.pad_token_id or 0)
 
     with ctx.seeded(7):

@@ -152,8 +152,9 @@ PROFILES: dict[str, Profile] = {
                  "eval_iters": 4, "ft_train": 256, "ft_eval": 128, "ft_steps": 30, "ft_batch": 16,
                  "ft_lr": 1e-3, "ft_seeds": (0,), "t2t_tasks": ("sst2", "mrpc"),
                  "para_train": 256, "para_eval": 48, "para_steps": 30,
-                 "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "flops_draws": 200,
-                 "objectives": {"lrs": {"clm": 3e-3, "mlm": 3e-3}, "eval_iters": 4, "ft_tasks": ("sst2", "mrpc"),
+                 "para_lr": 1e-3, "gen_tokens": 32, "beams": 4, "kv_lengths": [8, 32, 64], "kv_repeats": 2,
+                 "span_draws": 200,
+                 "objectives": {"eval_iters": 4, "ft_tasks": ("sst2", "mrpc"),
                                 "ft_train": 160, "ft_eval": 64, "ft_steps": 12, "ft_batch": 16, "ft_lr": 1e-3,
                                 "ft_seeds": (0,), "max_length": 64}},
         # 11: a teacher, one seed of every student, three sparsities; timings are only sanity checks here
@@ -164,7 +165,7 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 96, "eval": 96, "bits": (2, 3, 4, 6, 8), "sparsities": (0.0, 0.5, 0.9),
                      "head_fraction": 0.5, "head_batches": 2, "head_ft_train": 64, "head_ft_epochs": 1,
                      "timing_length": 32, "timing_repeats": 3,
-                     "timing_threads": 1},
+                     "timing_threads": 1, "removal_examples": 8, "goal_rounds": 2},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 192, "epochs": 1, "lr": 1e-4, "max_length": 64, "eval": 96,
                           "sentences": 6,
@@ -273,9 +274,10 @@ PROFILES: dict[str, Profile] = {
                  "ft_batch": 32, "ft_lr": 1e-3, "ft_seeds": (0, 1, 2), "t2t_tasks": ("sst2", "mrpc"),
                  "para_train": None, "para_eval": None,
                  "para_steps": 200, "para_lr": 1e-3, "gen_tokens": 48, "beams": 4, "kv_lengths": [16, 32, 64, 128],
-                 "flops_draws": 1000,
-                 # section 5: GPT and BERT get section 4's FLOPs; 3 x 2 bodies x 2 tasks x 3 seeds of fine-tuning
-                 "objectives": {"lrs": {"clm": 1e-3, "mlm": 1e-3}, "eval_iters": 20, "ft_tasks": ("sst2", "mrpc"),
+                 "kv_repeats": 3, "span_draws": 1000,
+                 # section 5: GPT and BERT get section 4's FLOPs at section 4's learning rate (one rate for all);
+                 # 3 x 2 bodies x 2 tasks x 3 seeds of fine-tuning
+                 "objectives": {"eval_iters": 20, "ft_tasks": ("sst2", "mrpc"),
                                 "ft_train": 2000, "ft_eval": None, "ft_steps": 50, "ft_batch": 16, "ft_lr": 1e-3,
                                 "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: 3 teacher seeds (8000 examples), 3 seeds of 5 runs of 3-layer students (1000 examples, 2 epochs,
@@ -288,7 +290,7 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 1000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.9), "head_fraction": 0.5, "head_batches": 16,
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20,
-                     "timing_threads": 1},
+                     "timing_threads": 1, "removal_examples": 32, "goal_rounds": 5},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 8000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
                           "sentences": 250,
@@ -376,8 +378,8 @@ PROFILES: dict[str, Profile] = {
                  "ft_steps": 3000, "ft_batch": 64, "ft_lr": 3e-4, "ft_seeds": (0, 1, 2), "t2t_tasks": ("sst2", "mrpc"),
                  "para_train": None,
                  "para_eval": None, "para_steps": 2000, "para_lr": 3e-4, "gen_tokens": 64, "beams": 4,
-                 "kv_lengths": [32, 64, 128, 256], "flops_draws": 1000,
-                 "objectives": {"lrs": {"clm": 6e-4, "mlm": 1e-3}, "eval_iters": 50, "ft_tasks": ("sst2", "mrpc"),
+                 "kv_lengths": [32, 64, 128, 256], "kv_repeats": 5, "span_draws": 1000,
+                 "objectives": {"eval_iters": 50, "ft_tasks": ("sst2", "mrpc"),
                                 "ft_train": None, "ft_eval": None, "ft_steps": 2000, "ft_batch": 32, "ft_lr": 1e-4,
                                 "ft_seeds": (0, 1, 2), "max_length": 128}},
         # 11: the DistilBERT setting: bert-base-uncased into a 6-layer student (every other layer), full data;
@@ -389,7 +391,7 @@ PROFILES: dict[str, Profile] = {
                      "augment_texts": 50000, "eval": None, "bits": (2, 3, 4, 5, 6, 8),
                      "sparsities": (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), "head_fraction": 0.5, "head_batches": 64,
                      "head_ft_train": 10000, "head_ft_epochs": 1, "timing_length": 128, "timing_repeats": 30,
-                     "timing_threads": 1},
+                     "timing_threads": 1, "removal_examples": 64, "goal_rounds": 5},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": None, "epochs": 2, "lr": 3e-5, "max_length": 128, "eval": None,
                           "sentences": 872,

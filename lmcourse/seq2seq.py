@@ -125,6 +125,8 @@ def seq2seq_evaluator(batches: Callable[[int], dict[str, Tensor]], iters: int, c
     """Mean loss per target token over ``batches(0 .. iters-1)`` (fixed held-out batches) on ``ctx.device``."""
     def evaluate(model: nn.Module) -> dict[str, float]:
         total, count = 0.0, 0
+        was_training = model.training
+        model.eval()  # no dropout in a held-out loss; the training mode is given back below
         with torch.no_grad():
             for i in range(iters):
                 b = {k: v.to(ctx.device) for k, v in batches(i).items()}
@@ -133,12 +135,51 @@ def seq2seq_evaluator(batches: Callable[[int], dict[str, Tensor]], iters: int, c
                 total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b["labels"].reshape(-1),
                                                ignore_index=-100, reduction="sum"))
                 count += n
+        model.train(was_training)
         return {"loss": total / max(1, count)}
 
     return evaluate
 
 
 # --------------------------------------------------------------------------------------- text to text
+def task_baselines(task: str, train, dev) -> dict[str, float]:
+    """The two baselines of every GLUE table in notebook 10, as GLUE task scores on ``dev``: the training
+    set's majority class (chosen on train, scored on dev) and TF-IDF + logistic regression fit on ``train``."""
+    from lmcourse import finetuning as ft
+    from lmcourse.metrics import task_score
+
+    labels = np.asarray(dev["label"])
+    majority = int(np.bincount(np.asarray(train["label"])).argmax())
+    return {"majority": task_score(task, ft.task_metrics(task, np.full(len(labels), majority), labels)),
+            "TF-IDF + LR": task_score(task, ft.tfidf_baseline(task, train, dev))}
+
+
+def local_hub_t5(model_id: str, download: bool = False):
+    """``(tokenizer, transformers.T5ForConditionalGeneration)`` of a Hub checkpoint, or ``None`` when its files
+    are not in the local Hugging Face cache and ``download`` is False (nothing is fetched then)."""
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(model_id, local_files_only=not download)
+        model = transformers.T5ForConditionalGeneration.from_pretrained(model_id, use_safetensors=True,
+                                                                        local_files_only=not download)
+    except OSError:
+        if download:
+            raise
+        return None
+    return tok, model.eval()
+
+
+def hub_logit_diff(ours: nn.Module, hf_model: nn.Module, tokenizer, sources: Sequence[str],
+                   targets: Sequence[str]) -> float:
+    """Largest ``|logit|`` difference of two T5s (ours and ``transformers``') on real, padded text pairs."""
+    batch = tokenizer(list(sources), padding=True, return_tensors="pt")
+    labels = tokenizer(list(targets), padding=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return (ours.eval()(**batch, labels=labels).logits
+                - hf_model.eval()(**batch, labels=labels).logits).abs().max().item()
+
+
 def glue_as_text(task: str, example: dict[str, Any]) -> tuple[str, str]:
     """``(source, target)`` of one GLUE example in T5's format (``"sst2 sentence: ..."`` -> ``"positive"``)."""
     spec = get_task(task)

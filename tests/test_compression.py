@@ -219,11 +219,16 @@ def test_dynamic_and_weight_only_int8_stay_close_to_fp32():
     assert any("quantized" in type(m).__module__ for m in dyn.modules())
     torch.testing.assert_close(dyn(**batch).logits, ref, rtol=0, atol=0.05)
     wo = weight_only_int8(model)
+    # the same layers as dynamic int8: every Linear, the classifier included
+    linear_names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert "classifier" in linear_names
+    assert {n for n, m in dyn.named_modules() if "quantized" in type(m).__module__ and type(m).__name__ == "Linear"} \
+        == linear_names == {n for n, m in wo.named_modules() if type(m).__name__ == "WeightOnlyInt8Linear"}
     # weight-only is exactly the fp32 model with each weight replaced by its dequantized codes
     manual = _tiny()
     with torch.no_grad():
-        for name, module in manual.named_modules():
-            if isinstance(module, torch.nn.Linear) and "classifier" not in name:
+        for module in manual.modules():
+            if isinstance(module, torch.nn.Linear):
                 module.weight.copy_(dequantize(*quantize_per_channel(module.weight)))
     torch.testing.assert_close(wo(**batch).logits, manual(**batch).logits, rtol=1e-6, atol=1e-6)
     assert size_on_disk(wo) < size_on_disk(model)
@@ -248,17 +253,34 @@ def test_magnitude_prune_zeroes_the_globally_smallest_weights():
 
 def test_head_importance_is_the_gradient_of_brute_force_masking():
     model = _tiny(layers=2, heads=4, dtype=torch.float64)
-    batch = _batch(n=1)  # Michel et al.'s |∂L/∂ξ| per example: one example per batch
-    importance = head_importance(model, [batch], normalize=False)
     eps = 1e-5
-    finite = (masked_head_losses(model, batch, 1 + eps) - masked_head_losses(model, batch, 1 - eps)) / (2 * eps)
-    torch.testing.assert_close(importance.double(), finite.abs(), rtol=1e-5, atol=1e-9)
-    # over several batches it sums, and normalised each layer has unit L2 norm
-    batches = [_batch(n=1, seed=s) for s in range(3)]
-    total = sum(head_importance(model, [b], normalize=False) for b in batches)
-    torch.testing.assert_close(head_importance(model, batches, normalize=False), total, rtol=1e-6, atol=1e-12)
-    torch.testing.assert_close(head_importance(model, batches).norm(dim=1), torch.ones(2, dtype=torch.float32),
+    # per example: |dL(x)/dxi| from a finite difference of brute-force masking, one example at a time
+    six = _batch(n=6, seed=3)  # one of them padded
+    examples = [{k: v[i:i + 1] for k, v in six.items()} for i in range(6)]
+    finite = [((masked_head_losses(model, x, 1 + eps) - masked_head_losses(model, x, 1 - eps)) / (2 * eps))
+              for x in examples]
+    torch.testing.assert_close(head_importance(model, examples[:1], normalize=False), finite[0].abs(),
+                               rtol=1e-5, atol=1e-9)
+    # the paper's E_x |dL(x)/dxi| over batches of more than one example: the mean of the per-example values
+    batches = [{k: v[:4] for k, v in six.items()}, {k: v[4:] for k, v in six.items()}]
+    expected = torch.stack([f.abs() for f in finite]).mean(0)
+    torch.testing.assert_close(head_importance(model, batches, normalize=False), expected, rtol=1e-5, atol=1e-9)
+    # the batch form |d(batch-mean loss)/dxi| is a different number: signs cancel inside a batch
+    batch_form = head_importance(model, batches, normalize=False, per_example=False)
+    cancelled = (torch.stack(finite[:4]).mean(0).abs() + torch.stack(finite[4:]).mean(0).abs())
+    torch.testing.assert_close(batch_form, cancelled, rtol=1e-5, atol=1e-9)
+    assert bool((batch_form < 2 * expected - 1e-6).any())  # strictly smaller where the signs differ
+    # normalised, each layer has unit L2 norm
+    torch.testing.assert_close(head_importance(model, batches).norm(dim=1), torch.ones(2, dtype=torch.float64),
                                rtol=1e-5, atol=1e-6)
+    # the signed first-order estimate of removing a head is minus the gradient of the batch loss
+    from lmcourse.compression import first_order_removal
+
+    whole = _batch(n=6, seed=3)
+    fd_batch = (masked_head_losses(model, whole, 1 + eps) - masked_head_losses(model, whole, 1 - eps)) / (2 * eps)
+    torch.testing.assert_close(first_order_removal(model, whole), -fd_batch, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ArgumentError, match="per-example gates"), head_gates(model, torch.ones(3, 2, 4)):
+        model(**_batch(n=2))
 
 
 def test_pruned_heads_equal_gated_heads():
@@ -429,3 +451,57 @@ def test_pairs_are_encoded_as_bert_pairs_in_torch_and_onnx(exported, tmp_path, c
     assert cli_main(["classify", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "line 2 is not a sentence pair" in err and err.count("\n") == 1
+
+
+def test_alternating_ms_takes_every_run_in_turn(monkeypatch):
+    from lmcourse.compression import speed
+
+    order = []
+    clock = iter(range(10_000))
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: float(next(clock)))
+    runs = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    ms = speed.alternating_ms(runs, rounds=3, repeats=2, warmup=1)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3  # warm-up + 2, in turn
+    assert ms == {"a": [1000.0] * 3, "b": [1000.0] * 3}  # each timed call takes one tick of the fake clock
+    with pytest.raises(ArgumentError, match="rounds"):
+        speed.alternating_ms(runs, rounds=0)
+
+
+def test_distill_never_trains_on_excluded_examples(monkeypatch):
+    from transformers import AutoTokenizer
+
+    from lmcourse.compression import distill
+    from lmcourse.context import resolve_context
+    from lmcourse.data import load_glue
+    from lmcourse.finetuning import run as ft_run
+    from lmcourse.models import resolve
+
+    seen = []
+    original = ft_run._subset
+
+    def recording(dataset, n, seed):
+        out = original(dataset, n, seed)
+        seen.append([int(i) for i in out["idx"]])
+        return out
+
+    monkeypatch.setattr(ft_run, "_subset", recording)
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    teacher = _tiny(layers=1, vocab=tokenizer.vocab_size)
+    ctx = resolve_context("smoke", seed=0, device="cpu")
+    excluded = [int(i) for i in load_glue("sst2", "train")["idx"][:60000]]  # most of the pool: a subset would hit it
+    distill("sst2", teacher, tokenizer, student_from_teacher(teacher, layers=[0]), ctx=ctx, alpha=0.5,
+            max_train_samples=48, max_eval_samples=16, num_epochs=1, batch_size=16, max_length=32, progress=False,
+            exclude_idx=excluded)
+    assert len(seen[0]) == 48 and not set(seen[0]) & set(excluded)  # the training draw (the dev draw is seen[1])
+
+
+def test_teacher_speedup_chooses_on_the_score_it_is_given():
+    from lmcourse.compression import teacher_speedup
+
+    rows = [{"model": "teacher", "accuracy": 0.90, "held-out accuracy": 0.90, "latency b1 (ms)": 10.0},
+            {"model": "fast", "accuracy": 0.895, "held-out accuracy": 0.85, "latency b1 (ms)": 2.0},
+            {"model": "slower", "accuracy": 0.85, "held-out accuracy": 0.895, "latency b1 (ms)": 5.0}]
+    assert teacher_speedup(rows, "teacher")["model"] == "fast"  # on dev accuracy
+    chosen = teacher_speedup(rows, "teacher", score="held-out accuracy")
+    assert chosen["model"] == "slower" and chosen["speedup"] == pytest.approx(2.0)
+    assert teacher_speedup(rows, "teacher", max_drop=0.001, score="held-out accuracy")["model"] is None

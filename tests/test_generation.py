@@ -133,3 +133,25 @@ def test_timed_generation_runs_on_the_model_device_and_waits_for_it(monkeypatch)
     assert out.device.type == "meta" and tuple(out.shape) == (2, 7) and tps > 0
     assert len(calls) == 4 and {str(d) for d in calls} == {"meta"}  # before and after each timed run
     assert G.model_device(model).type == "meta" and G.model_device(torch.nn.ReLU()).type == "cpu"
+
+
+def test_kv_cache_benchmark_warms_up_and_alternates_repeats():
+    """Per length: ``warmup`` untimed runs of both, then ``repeats`` rounds of cached, uncached; the row's
+    numbers are medians over the rounds and ``speedups`` lists each round's ratio."""
+
+    class Fake(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.calls = []
+
+        def generate(self, prompt, max_new_tokens, use_cache, **kw):
+            self.calls.append((max_new_tokens, use_cache))
+            return torch.zeros(prompt.size(0), max_new_tokens, dtype=torch.long)
+
+    model = Fake()
+    rows = G.kv_cache_benchmark(model, torch.zeros(2, 3, dtype=torch.long), [4, 6], repeats=3, warmup=2)
+    assert model.calls == [(n, c) for n in (4, 6) for c in [True, False] * (2 + 3)]
+    assert [len(r["speedups"]) for r in rows] == [3, 3] and all(r["identical"] for r in rows)
+    for r in rows:
+        assert r["speedup"] == sorted(r["speedups"])[1]  # the median of three rounds

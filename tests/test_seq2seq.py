@@ -86,3 +86,22 @@ def test_batches_and_a_short_training_run(tok):
     assert res.perf["train_flops"] == pytest.approx(25 * 4 * seq2seq_training_flops(cfg, n_in, n_out))
     outs = S2.generate_texts(model, tok, list(src[:5]), ctx, batch_size=2, max_new_tokens=3)
     assert len(outs) == 5 and all(isinstance(o, str) for o in outs)
+
+
+def test_evaluator_runs_without_dropout_and_gives_the_mode_back(tok):
+    ctx = resolve_context("smoke", seed=0, device="cpu")
+    data = S2.token_stream(tok, TEXTS)
+    cfg = S2.t5_config_for(tok, {"d_model": 32, "d_kv": 8, "d_ff": 48, "layers": 1, "heads": 2})
+    cfg.dropout_rate = 0.5  # dropout that would change every evaluation in training mode
+    with ctx.seeded():
+        model = T5(cfg)
+    evaluate = S2.seq2seq_evaluator(S2.SpanCorruptionBatches(data, 20, 4, PT.sentinel_ids(tok), 1, ctx), 2, ctx)
+    model.train()
+    first, second = evaluate(model)["loss"], evaluate(model)["loss"]
+    assert first == second and model.training  # deterministic (eval mode inside), training mode given back
+    model.eval()
+    assert evaluate(model)["loss"] == first and not model.training
+
+
+def test_a_hub_checkpoint_not_in_the_cache_is_none_without_a_download():
+    assert S2.local_hub_t5("lmcourse-tests/no-such-t5-checkpoint") is None

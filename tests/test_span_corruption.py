@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -111,3 +113,65 @@ def test_bad_arguments():
         span_corruption([1, 2, 3], noise_density=1.5, sentinel_ids=SENTINELS)
     with pytest.raises(ArgumentError, match="at least 2"):
         span_corruption([1], sentinel_ids=SENTINELS)
+
+
+def test_segment_length_pmf_is_the_exact_distribution():
+    import itertools
+    import math
+
+    from lmcourse.pretraining.span_corruption import segment_length_pmf
+
+    for n, k in [(7, 3), (9, 1), (10, 4), (19, 6)]:
+        pmf = segment_length_pmf(n, k)
+        assert sum(pmf) == pytest.approx(1.0, abs=1e-12)
+        # brute force: every way to cut n items into k non-empty segments, equally likely
+        first, last, cuts = [0] * n, [0] * n, list(itertools.combinations(range(1, n), k - 1))
+        assert len(cuts) == math.comb(n - 1, k - 1)
+        for c in cuts:
+            bounds = [0, *c, n]
+            first[bounds[1] - bounds[0] - 1] += 1
+            last[bounds[-1] - bounds[-2] - 1] += 1
+        for counts in (first, last):
+            assert [x / len(cuts) for x in counts[:len(pmf)]] == pytest.approx(pmf, abs=1e-12)
+            assert not any(counts[len(pmf):])
+    with pytest.raises(ArgumentError):
+        segment_length_pmf(3, 4)
+
+
+def _masks(draws: int, length: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [noise_span_mask(length, generator=g) for _ in range(draws)]
+
+
+def _balls_into_bins(num_items, num_segments, generator):
+    """A plausible wrong sampler: one item per segment, the rest thrown into segments uniformly (too even)."""
+    extra = torch.randint(num_segments, (num_items - num_segments,), generator=generator)
+    return 1 + torch.bincount(extra, minlength=num_segments)
+
+
+def _longest_first(num_items, num_segments, generator):
+    """The right lengths in the wrong order: the pooled histogram is exact, the positions are not."""
+    sc = importlib.import_module("lmcourse.pretraining.span_corruption")
+    return sc._uniform_segmentation(num_items, num_segments, generator).sort(descending=True).values
+
+
+def test_segmentation_chisquare_accepts_t5s_sampler_and_rejects_biased_ones(monkeypatch):
+    sc = importlib.import_module("lmcourse.pretraining.span_corruption")  # the module, not the function
+
+    level = 1e-3
+    for length, seed in [(128, 0), (200, 2)]:  # 19 noise tokens in 6 spans; 30 in 10
+        res = sc.segmentation_chisquare(_masks(600, length, seed))
+        assert res["df"] > 10 and res["draws"] == 600
+        assert res["p_value"] > level, res
+    # p is uniform under the null: over 12 seeds of a small test, neither all above 0.5 nor all below
+    ps = [sc.segmentation_chisquare(_masks(150, 64, 100 + s))["p_value"] for s in range(10)]
+    assert 1 <= sum(p > 0.5 for p in ps) <= 9, ps
+    monkeypatch.setattr(sc, "_uniform_segmentation", sc._random_segmentation, raising=False)
+    for biased in (_balls_into_bins, _longest_first):
+        monkeypatch.setattr(sc, "_random_segmentation", biased)
+        res = sc.segmentation_chisquare(_masks(400, 128, 0))
+        assert res["p_value"] < level, (biased.__name__, res)
+    with pytest.raises(ArgumentError, match="one length"):
+        sc.segmentation_chisquare([torch.zeros(10, dtype=torch.bool), torch.zeros(12, dtype=torch.bool)])
+    with pytest.raises(ArgumentError, match="at least one"):
+        sc.segmentation_chisquare([])

@@ -40,12 +40,14 @@ from lmcourse.compression.onnx_export import (
 )
 from lmcourse.compression.pruning import (
     attention_layers,
+    first_order_removal,
     head_counts,
     head_gates,
     head_importance,
     least_important_heads,
     magnitude_prune,
     masked_head_losses,
+    prunable_linears,
     prune_heads,
     prune_least_important_heads,
     sparsity_of,
@@ -59,6 +61,7 @@ from lmcourse.compression.quantization import (
     weight_only_int8,
 )
 from lmcourse.compression.speed import (
+    alternating_ms,
     count_parameters,
     fixed_inputs,
     median_seconds,
@@ -73,6 +76,7 @@ __all__ = [
     "OnnxClassifier",
     "WeightOnlyInt8Linear",
     "accuracy",
+    "alternating_ms",
     "attention_layers",
     "count_parameters",
     "dequantize",
@@ -82,6 +86,7 @@ __all__ = [
     "dynamic_int8",
     "encode_texts",
     "export_onnx",
+    "first_order_removal",
     "fixed_inputs",
     "head_counts",
     "head_gates",
@@ -95,6 +100,7 @@ __all__ = [
     "optimized_op_counts",
     "pareto_front",
     "plot_pareto",
+    "prunable_linears",
     "prune_heads",
     "prune_least_important_heads",
     "quantization_error",

@@ -134,7 +134,8 @@ def _distillation_trainer_class():
 
 def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx: RunContext,
             alpha: float = 0.5, temperature: float = 2.0, extra_texts: list[str] | None = None,
-            output_dir: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
+            output_dir: str | os.PathLike | None = None, exclude_idx: Any = None, **overrides: Any
+            ) -> dict[str, Any]:
     """Train ``student`` (in place; it ends on the CPU) on GLUE ``task`` (single-sentence tasks take
     ``extra_texts``) and return its dev metrics.
 
@@ -144,7 +145,9 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     :func:`lmcourse.finetuning.finetune` does); the loss is always computed in float32.
     Sizes come from the profile's fine-tuning budget for ``task`` (``overrides`` as in
     :func:`lmcourse.finetuning.finetune`); with more than one epoch the best is chosen on a held-out part of
-    train, never on dev."""
+    train, never on dev. ``exclude_idx``: GLUE ``idx`` values of training examples the student must never see
+    (notebook 11 keeps the teacher's held-out selection examples out, to choose among compressed models on
+    them)."""
     import datasets
     import transformers
     from transformers import DataCollatorWithPadding, TrainingArguments
@@ -162,7 +165,11 @@ def distill(task: str, teacher: nn.Module, tokenizer, student: nn.Module, *, ctx
     use_bf16 = ctx.bf16 if s["bf16"] is None else bool(s["bf16"])  # the run context's autocast policy, as finetune
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    raw_train = _subset(load_glue(spec.name, spec.train_split), s["max_train_samples"], ctx.seed)
+    pool = load_glue(spec.name, spec.train_split)
+    if exclude_idx is not None:
+        excluded = {int(i) for i in exclude_idx}
+        pool = pool.select([r for r, i in enumerate(pool["idx"]) if int(i) not in excluded])
+    raw_train = _subset(pool, s["max_train_samples"], ctx.seed)
     raw_train, raw_select = split_selection(raw_train, s["selection_fraction"], s["max_selection_samples"], ctx.seed)
     raw_dev = _subset(load_glue(spec.name, spec.eval_splits[0]), s["max_eval_samples"], 0)
     train_ds = tokenize_glue(raw_train, tokenizer, spec, s["max_length"])

@@ -4,9 +4,10 @@ Unstructured magnitude pruning zeroes the smallest ``|w|`` of the Linear layers
 (``torch.nn.utils.prune``); the matrices keep their shape, so dense kernels do the same work. Structured
 pruning removes attention heads: the rows of Q, K, V and the columns of the output projection that belong to
 a head go, and the matmuls shrink. Which heads? Michel et al. (2019) put a gate ``ξ_h`` (1 = on) on each
-head's output and score it by ``I_h = E_x |∂L(x)/∂ξ_h|``: the first-order change of the loss if the head were
-removed. :func:`head_importance` computes it with one backward pass per batch; :func:`masked_head_losses` is
-the brute-force version (one forward pass per head and gate value) it is checked against.
+head's output and score it by ``I_h = E_x |∂L(x)/∂ξ_h|``: the size of the first-order change of each example's
+loss if the head were removed. :func:`head_importance` computes it with one backward pass per batch (per-example
+gates); :func:`masked_head_losses` is the brute-force version (one forward pass per head and gate value) it is
+checked against, and with ``value=0`` the loss with the head actually removed.
 """
 
 from __future__ import annotations
@@ -72,19 +73,26 @@ def head_gates(model: nn.Module, gates: Tensor) -> Iterator[Tensor]:
     """Multiply the output of head ``h`` of layer ``l`` by ``gates[l, h]`` while the context is open.
 
     The gate sits where the heads are concatenated, at the input of the attention output projection; a gate of
-    0 is exactly a removed head (the context vectors of a head enter the model only through those columns)."""
+    0 is exactly a removed head (the context vectors of a head enter the model only through those columns).
+    ``gates`` of shape ``(batch, layers, heads)`` give every example of the batch its own gates (what
+    :func:`head_importance` differentiates to get one gradient per example)."""
     atts = attention_layers(model)
     counts = head_counts(model)
-    if tuple(gates.shape) != (len(atts), max(counts)):
-        raise ArgumentError(f"gates must have shape (layers, heads) = ({len(atts)}, {max(counts)}), "
-                            f"got {tuple(gates.shape)}")
+    if tuple(gates.shape[-2:]) != (len(atts), max(counts)) or gates.dim() not in (2, 3):
+        raise ArgumentError(f"gates must have shape (layers, heads) = ({len(atts)}, {max(counts)}) or "
+                            f"(batch, layers, heads), got {tuple(gates.shape)}")
     handles = []
     for layer, att in enumerate(atts):
         size = att.self.attention_head_size
 
         def hook(module, args, layer=layer, size=size, heads=counts[layer]):
             (x,) = args
-            shaped = x.view(*x.shape[:-1], heads, size) * gates[layer, :heads].to(x.device, x.dtype)[:, None]
+            g = gates[..., layer, :heads].to(x.device, x.dtype)
+            if g.dim() == 2:  # per example: (batch, heads) -> (batch, 1 position, heads, 1)
+                if g.size(0) != x.size(0):
+                    raise ArgumentError(f"per-example gates for {g.size(0)} examples, the batch has {x.size(0)}")
+                g = g[:, None, :]
+            shaped = x.view(*x.shape[:-1], heads, size) * g[..., None]
             return (shaped.view(x.shape),)
 
         handles.append(att.output.dense.register_forward_pre_hook(hook))
@@ -102,23 +110,51 @@ def _batches_loss(model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> Ite
         yield out.loss
 
 
-def head_importance(model: nn.Module, batches: Iterable[dict[str, Tensor]], normalize: bool = True) -> Tensor:
-    """Michel et al. (2019) head importance ``I[l, h] = Σ_batches |∂L/∂ξ_{l,h}|`` (a ``(layers, heads)`` tensor).
+def head_importance(model: nn.Module, batches: Iterable[dict[str, Tensor]], normalize: bool = True,
+                    per_example: bool = True) -> Tensor:
+    """Michel et al. (2019) head importance ``I[l, h] = E_x |∂L(x)/∂ξ_{l,h}|`` (a ``(layers, heads)`` tensor).
 
-    ``batches``: dicts of model inputs with ``labels`` (the loss is the model's). With ``normalize`` each
-    layer's scores are divided by their L2 norm, as in the paper, so layers compare. The model's weights get
-    no gradient; it is put in eval mode (no dropout)."""
+    ``batches``: dicts of model inputs with ``labels`` (the loss is the model's, a mean over the batch).
+    ``per_example`` (the paper's formula): every example gets its own gates, so one backward pass of the
+    batch's summed loss gives every example's gradient, and their absolute values are averaged over all
+    examples. ``per_example=False`` is what the bertology scripts compute instead: ``|∂(batch-mean loss)/∂ξ|``
+    summed over the batches, where gradients of opposite sign cancel inside a batch (the two agree for
+    batches of one example, up to the sum-versus-mean scale). With ``normalize`` each layer's scores are
+    divided by their L2 norm, as in the paper, so layers compare. The model's weights get no gradient; it
+    is put in eval mode (no dropout)."""
     model.eval()
     counts = head_counts(model)
-    gates = torch.ones(len(counts), max(counts), requires_grad=True)
-    importance = torch.zeros_like(gates)
-    with head_gates(model, gates):
-        for loss in _batches_loss(model, batches):
-            (grad,) = torch.autograd.grad(loss, gates)
-            importance += grad.abs().detach()
+    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+    importance = torch.zeros(len(counts), max(counts), dtype=dtype)
+    examples = 0
+    for batch in batches:
+        n = int(next(iter(batch.values())).size(0))
+        shape = (n, len(counts), max(counts)) if per_example else (len(counts), max(counts))
+        gates = torch.ones(shape, requires_grad=True, dtype=dtype)
+        with head_gates(model, gates):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            # the model's loss is a batch mean: times n it is the sum, whose gradient per gate is per example
+            (grad,) = torch.autograd.grad(loss * n if per_example else loss, gates)
+        importance += (grad.abs().sum(0) if per_example else grad.abs()).detach()
+        examples += n
+    if per_example:
+        importance = importance / max(1, examples)
     if normalize:
         importance = importance / importance.norm(dim=1, keepdim=True).clamp_min(1e-20)
     return importance
+
+
+def first_order_removal(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """The first-order estimate of what removing each head does to the loss on ``batch``:
+    ``L(ξ_h = 0) - L(ξ = 1) ≈ -∂L/∂ξ_h`` (signed; a ``(layers, heads)`` tensor), to set against the loss
+    actually measured with the head removed (``masked_head_losses(model, batch, 0.0)`` minus the full loss)."""
+    model.eval()
+    counts = head_counts(model)
+    dtype = next(model.parameters()).dtype
+    gates = torch.ones(len(counts), max(counts), requires_grad=True, dtype=dtype)
+    with head_gates(model, gates):
+        (grad,) = torch.autograd.grad(next(_batches_loss(model, [batch])), gates)
+    return -grad.detach()
 
 
 def masked_head_losses(model: nn.Module, batch: dict[str, Tensor], value: float = 0.0) -> Tensor:

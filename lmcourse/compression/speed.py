@@ -80,6 +80,21 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) ->
     return float(statistics.median(times))
 
 
+def alternating_ms(runs: dict[str, Callable[[], Any]], rounds: int = 3, repeats: int = 20,
+                   warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds per call of each ``runs[name]()``, timed in ``rounds`` rounds that take every run in turn
+    (one :func:`median_seconds` of ``repeats`` calls each), so that a slow moment of the machine hits all of
+    them rather than picking a winner. Returns every round's median, per name, in round order: the rounds of
+    two runs are paired, for :func:`lmcourse.spread.compare` with ``paired=True``."""
+    if rounds < 1:
+        raise ArgumentError(f"rounds must be >= 1, got {rounds}")
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            out[name].append(1000.0 * median_seconds(fn, repeats=repeats, warmup=warmup))
+    return out
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int):
     """PyTorch's intra-op thread count set to ``threads`` inside the block and restored after it, even on an

@@ -124,8 +124,10 @@ def relative_position_bucket(relative_position: Tensor, bidirectional: bool = Tr
 
     Bidirectional: half the buckets for keys after the query, half for keys before. Within a half, the
     first ``n/2`` buckets are exact distances ``0 .. n/2 - 1``; the rest cover ``n/2 .. max_distance`` on a
-    log scale; every distance beyond ``max_distance`` shares the last bucket. Unidirectional (decoder):
-    keys after the query cannot be seen, so all buckets go to the past.
+    log scale, and the last of them is a catch-all: it starts *below* ``max_distance`` (where the log scale
+    reaches it: distance 91 in the encoder and 113 in the decoder for T5's 32 buckets and 128) and takes every
+    larger distance. Unidirectional (decoder): keys after the query cannot be seen, so all buckets go to the
+    past.
     """
     buckets = torch.zeros_like(relative_position)
     if bidirectional:

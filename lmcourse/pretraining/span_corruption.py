@@ -18,10 +18,16 @@ The inputs keep the kept tokens with one sentinel per noise span; the targets ar
 by their spans. The sentinels are T5's ``<extra_id_0>``, ``<extra_id_1>``, ... in order. Both sequences
 are much shorter than the text: the decoder only produces the 15 % that was dropped (plus the
 sentinels), which is where T5 found span corruption cheaper than reconstructing the whole input.
+
+The counts are fixed by the length; what is random is the segmentation. :func:`segment_length_pmf` is the
+exact distribution of one segment's length under a uniform segmentation, and :func:`segmentation_chisquare`
+tests drawn masks against it (a chi-square test per segment index, so a sampler that gets the pooled
+lengths right but puts the long spans first fails it too).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +69,86 @@ def _random_segmentation(num_items: int, num_segments: int, generator: torch.Gen
     cuts = torch.randperm(num_items - 1, generator=generator)[:num_segments - 1].sort().values + 1
     bounds = torch.cat([torch.zeros(1, dtype=torch.long), cuts, torch.tensor([num_items])])
     return bounds.diff()
+
+
+def segment_length_pmf(num_items: int, num_segments: int) -> list[float]:
+    """Exact ``P(length = l)``, ``l = 1 .. num_items - num_segments + 1`` (index ``l - 1``), of any one segment
+    when ``num_items`` items are cut into ``num_segments`` non-empty segments uniformly over all
+    ``C(num_items - 1, num_segments - 1)`` cuts (what :func:`_random_segmentation` draws, and T5's
+    ``random_segmentation``): fixing one segment at ``l`` leaves ``C(num_items - l - 1, num_segments - 2)``
+    ways to cut the rest. Every segment index has this same distribution."""
+    if not 1 <= num_segments <= num_items:
+        raise ArgumentError(f"cannot cut {num_items} items into {num_segments} non-empty segments")
+    if num_segments == 1:
+        return [0.0] * (num_items - 1) + [1.0]
+    total = math.comb(num_items - 1, num_segments - 1)
+    return [math.comb(num_items - l - 1, num_segments - 2) / total for l in range(1, num_items - num_segments + 2)]
+
+
+def mask_segments(mask: Tensor) -> tuple[list[int], list[int]]:
+    """``(kept segment lengths, noise span lengths)`` of a mask that starts kept and alternates (in order)."""
+    values = mask.to(torch.bool).reshape(-1)
+    change = torch.nonzero(values[1:] != values[:-1]).reshape(-1) + 1
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), change, torch.tensor([values.numel()])])
+    lengths = bounds.diff().tolist()
+    first_noise = bool(values[0])
+    kept = lengths[1::2] if first_noise else lengths[0::2]
+    noise = lengths[0::2] if first_noise else lengths[1::2]
+    return kept, noise
+
+
+def segmentation_chisquare(masks: Sequence[Tensor], noise_density: float = 0.15, mean_span_length: float = 3.0,
+                           min_expected: float = 5.0) -> dict[str, float]:
+    """Pearson chi-square test of drawn span masks (all of one length) against T5's exact segmentation.
+
+    Draw ``i`` contributes one kept segment and one noise span, both at index ``i mod k`` (``k`` spans):
+    one observation per draw and kind, so draws stay independent (the segments of one draw are not: their
+    lengths sum to a constant). The cells are (kind, index, length), lengths pooled from the longest down
+    until each cell expects ``min_expected`` draws; the expected counts come from :func:`segment_length_pmf`.
+    Returns ``statistic``, ``df`` (the sum over (kind, index) strata of cells - 1), ``p_value`` and ``draws``.
+    Under a correct sampler ``p_value`` is uniform on [0, 1]; a test at level ``a`` rejects when it is below.
+    """
+    from scipy.stats import chi2
+
+    if not masks:
+        raise ArgumentError("segmentation_chisquare needs at least one mask")
+    length = int(masks[0].numel())
+    if any(int(m.numel()) != length for m in masks):
+        raise ArgumentError("segmentation_chisquare needs masks of one length")
+    num_noise, num_spans = span_counts(length, noise_density, mean_span_length)
+    pmfs = {"kept": segment_length_pmf(length - num_noise, num_spans),
+            "noise": segment_length_pmf(num_noise, num_spans)}
+    counts = {(kind, j): [0] * len(pmf) for kind, pmf in pmfs.items() for j in range(num_spans)}
+    for i, m in enumerate(masks):
+        kept, noise = mask_segments(m)
+        if len(kept) != num_spans or len(noise) != num_spans:
+            raise ArgumentError(f"a mask has {len(kept)} kept segments and {len(noise)} noise spans, "
+                                f"{num_spans} each expected")
+        j = i % num_spans
+        for kind, lengths in (("kept", kept), ("noise", noise)):
+            counts[kind, j][lengths[j] - 1] += 1
+    statistic, df = 0.0, 0
+    for (kind, _), observed in counts.items():
+        n = sum(observed)
+        if n == 0:
+            continue
+        cells_o, cells_e, acc_o, acc_e = [], [], 0, 0.0
+        for o, p in zip(reversed(observed), reversed(pmfs[kind]), strict=True):  # pool from the long tail down
+            acc_o, acc_e = acc_o + o, acc_e + n * p
+            if acc_e >= min_expected:
+                cells_o.append(acc_o)
+                cells_e.append(acc_e)
+                acc_o, acc_e = 0, 0.0
+        if acc_e > 0 or acc_o > 0:  # what is left joins the last cell made (or is the only one)
+            if cells_e:
+                cells_o[-1] += acc_o
+                cells_e[-1] += acc_e
+            else:
+                cells_o, cells_e = [acc_o], [acc_e]
+        statistic += sum((o - e) ** 2 / e for o, e in zip(cells_o, cells_e, strict=True) if e > 0)
+        df += len(cells_e) - 1
+    p_value = float(chi2.sf(statistic, df)) if df > 0 else 1.0
+    return {"statistic": float(statistic), "df": df, "p_value": p_value, "draws": len(masks)}
 
 
 def noise_span_mask(length: int, noise_density: float = 0.15, mean_span_length: float = 3.0,
