@@ -91,6 +91,39 @@ def fresh_word_embeddings(seed: int, then: Callable[[nn.Module], nn.Module] | No
     return hook
 
 
+def remove_top_components(table: Tensor, components: int, *, skip_rows: Sequence[int] = ()) -> Tensor:
+    """"All-but-the-top" (Mu & Viswanath 2018, ICLR, Algorithm 1): the rows of an embedding table minus their
+    common mean, with their projections on the ``components`` leading principal directions removed. A targeted
+    test of the embedding cone: a cone is a shared mean direction and a few dominant ones, and this removes just
+    those, keeping everything else the vectors say (a fresh random table instead removes all lexical
+    information). The mean and the directions are computed without ``skip_rows`` (special tokens such as
+    padding), which are returned unchanged. A new float tensor; ``table`` is not modified."""
+    rows = table.detach().double()
+    keep = torch.ones(rows.shape[0], dtype=torch.bool)
+    if len(skip_rows):
+        keep[torch.as_tensor(list(skip_rows), dtype=torch.long)] = False
+    if not 0 <= int(components) < min(int(keep.sum()), rows.shape[1]):
+        raise ArgumentError(f"remove_top_components needs 0 <= components < {min(int(keep.sum()), rows.shape[1])} "
+                            f"(rows and width of the table), got {components}")
+    mean = rows[keep].mean(dim=0)
+    centred = rows - mean
+    _, _, vt = torch.linalg.svd(centred[keep], full_matrices=False)
+    top = vt[:int(components)]  # (components, d): the leading principal directions
+    out = centred - centred @ top.T @ top
+    out[~keep] = rows[~keep]
+    return out.to(table.dtype)
+
+
+def without_top_components(encoder: nn.Module, components: int, special_ids: Sequence[int]) -> nn.Module:
+    """``encoder`` (a bare Hugging Face encoder) with :func:`remove_top_components` applied to its word-embedding
+    table in place, the rows of ``special_ids`` (the tokenizer's ``all_special_ids``) left as they are. Returns
+    the encoder."""
+    emb = encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        emb.copy_(remove_top_components(emb, components, skip_rows=list(special_ids)))
+    return encoder
+
+
 # ------------------------------------------------------------------------------------------ features
 def unlabelled_text(tasks: Iterable[str], split: str = "train") -> list[str]:
     """Every input sentence of ``split`` of each GLUE task, labels dropped: the corpus of task-adaptive

@@ -74,6 +74,7 @@ def test_transfer_sections_keep_the_study_design():
         t = p.transfer
         assert t["ckpt_n"] in t["ft_sizes"], p.name  # continued MLM is compared with MiniLM there
         assert t["lr_n"] in t["ft_sizes"], p.name  # the sweep's seed-0 run is reused, not repeated
+        assert t["minilm_ft"] or not t["variant_ft"], p.name  # continued MLM is fine-tuned at MiniLM's chosen rate
     for p in (PROFILES["cpu"], PROFILES["gpu"]):
         t = p.transfer
         assert len(t["probe_seeds"]) >= 5 and len(t["ft_seeds"]) >= 3, p.name

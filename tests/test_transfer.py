@@ -501,3 +501,31 @@ def test_paired_scores_match_seeds():
     assert paired_scores(rows, "a", "b", "sst2", 100) == ([0.6, 0.65], [0.5, 0.55])
     assert paired_scores(rows, "b", "a", "sst2", 100) == ([0.5, 0.55], [0.6, 0.65])
     assert paired_scores(rows, "a", "b", "sst2", 300) == ([], [])
+
+
+def test_remove_top_components_is_all_but_the_top_against_sklearn_pca():
+    from sklearn.decomposition import PCA
+
+    from lmcourse.transfer import remove_top_components
+
+    gen = torch.Generator().manual_seed(0)
+    # a cone: a shared offset and one dominant direction on top of isotropic noise
+    direction = torch.randn(16, generator=gen)
+    table = torch.randn(200, 16, generator=gen) + 3.0 + torch.randn(200, 1, generator=gen) * direction * 4
+    table[0] = 0.0  # a padding row: skipped, returned as it was
+    out = remove_top_components(table, 2, skip_rows=[0])
+    rows = table[1:].double().numpy()
+    pca = PCA(n_components=2).fit(rows)
+    expected = rows - rows.mean(0) - (rows - rows.mean(0)) @ pca.components_.T @ pca.components_
+    np.testing.assert_allclose(out[1:].double().numpy(), expected, atol=1e-5)
+    assert torch.equal(out[0], table[0]) and out.dtype == table.dtype
+    assert out[1:].mean(0).abs().max() < 1e-5  # the common mean is gone
+    # the cone is gone: the mean cosine between rows falls from near 1 to near 0
+    def mean_cos(x):
+        x = F.normalize(x.double(), dim=1)
+        return float((x @ x.T).fill_diagonal_(0).sum() / (len(x) * (len(x) - 1)))
+    assert mean_cos(table[1:]) > 0.5 and abs(mean_cos(out[1:])) < 0.05
+    assert torch.equal(remove_top_components(table, 0, skip_rows=[0])[1:].float(),
+                       (table[1:].double() - table[1:].double().mean(0)).float())  # 0 components: the mean only
+    with pytest.raises(ArgumentError, match="components"):
+        remove_top_components(table, 16)
