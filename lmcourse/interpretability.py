@@ -117,11 +117,21 @@ def encode(tokenizer, texts: Sequence[str], max_length: int = 64) -> list[dict[s
              if k in ("input_ids", "attention_mask")} for t in texts]
 
 
-def reference_ids(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    """The usual IG baseline for text: every token replaced by ``[PAD]``, the special tokens kept."""
+BASELINE_TOKENS = ("pad", "mask", "unk")
+
+
+def reference_ids(input_ids: torch.Tensor, tokenizer, token: str = "pad") -> torch.Tensor:
+    """An IG baseline for text: every token replaced by the tokenizer's ``[PAD]`` (``token="pad"``, the usual
+    one), ``[MASK]`` (``"mask"``: the perturbation of the faithfulness test and of SHAP's text masker) or
+    ``[UNK]`` (``"unk"``), the special tokens kept."""
+    if token not in BASELINE_TOKENS:
+        raise UnknownNameError(f"unknown baseline token {token!r}; choose one of {BASELINE_TOKENS}")
+    replace = getattr(tokenizer, f"{token}_token_id", None)
+    if replace is None:
+        raise ArgumentError(f"the tokenizer has no {token} token")
     ids = torch.as_tensor(input_ids).clone()
     special = torch.tensor([i in set(tokenizer.all_special_ids) for i in ids.flatten().tolist()]).view(ids.shape)
-    ids[~special] = tokenizer.pad_token_id
+    ids[~special] = int(replace)
     return ids
 
 
@@ -207,6 +217,22 @@ def integrated_gradients(model: nn.Module, input_ids: torch.Tensor, attention_ma
     return out
 
 
+def captum_integrated_gradients(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                                target: int | Sequence[int] | torch.Tensor, baseline_ids: torch.Tensor,
+                                steps: int = 50, method: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
+    """captum's ``LayerIntegratedGradients`` on the word embeddings, summed over the hidden dimension (B, T),
+    and its convergence delta (B,): ``Σ_i IG_i − (f(x) − f(x'))``, what :func:`completeness_gap` computes."""
+    from captum.attr import LayerIntegratedGradients
+
+    ids, mask = _as_batch(input_ids, attention_mask)
+    lig = LayerIntegratedGradients(captum_forward(model), model.get_input_embeddings())
+    base = _baseline_batch(model, ids, baseline_ids)
+    attr, delta = lig.attribute(ids, baselines=base, target=_targets(target, len(ids)),
+                                additional_forward_args=(mask,), n_steps=steps, method=method,
+                                return_convergence_delta=True)
+    return (attr.sum(-1) * mask).detach(), delta.detach()
+
+
 def completeness_gap(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      target: int | Sequence[int] | torch.Tensor, attributions: torch.Tensor,
                      baseline_ids: torch.Tensor | None = None, output: str = "prob") -> torch.Tensor:
@@ -236,6 +262,35 @@ def attentions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
         raise ArgumentError("the model returned no attention probabilities: load it with "
                             "attn_implementation='eager' (fused SDPA kernels never form the matrix)")
     return tuple(a.detach() for a in out.attentions)
+
+
+def attentions_from_queries_keys(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                                 ) -> tuple[torch.Tensor, ...]:
+    """Every layer's attention probabilities recomputed from the model's own queries and keys: layer ``l``'s
+    input hidden states (``output_hidden_states``) through its query and key projections,
+    ``softmax(Q Kᵀ / √d_head + padding bias)`` per head, ``(B, heads, T, T)`` per layer. An independent path to
+    what :func:`attentions` reads from ``output_attentions``, for BERT-family encoders
+    (``model.base_model.encoder.layer[l].attention.self`` with ``query``/``key``)."""
+    ids, mask = _as_batch(input_ids, attention_mask)
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if layers is None or not hasattr(layers[0].attention, "self"):
+        raise ArgumentError("attentions_from_queries_keys needs a BERT-family encoder "
+                            "(base_model.encoder.layer[l].attention.self)")
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        out = []
+        for layer, h in zip(layers, hidden):
+            sa = layer.attention.self
+            heads = model.config.num_attention_heads
+            d = h.shape[-1] // heads
+
+            def split(x, heads=heads, d=d):
+                return x.view(x.shape[0], x.shape[1], heads, d).transpose(1, 2)
+
+            scores = split(sa.query(h)) @ split(sa.key(h)).transpose(-1, -2) / math.sqrt(d)
+            scores = scores.masked_fill(mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+            out.append(scores.softmax(-1))
+    return tuple(out)
 
 
 def _stack_attentions(attns: Sequence[torch.Tensor] | torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -415,6 +470,66 @@ def faithfulness(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     return out
 
 
+ERASER_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
+
+
+def eraser_counts(n: int, bins: Sequence[float] = ERASER_BINS) -> list[int]:
+    """Tokens in each ERASER bin of a sentence of ``n`` tokens: ``ceil(k · n)`` (at least one token, so that
+    the 1 % bin of a short sentence is its top token, not nothing)."""
+    if any(not 0 < b <= 1 for b in bins):
+        raise ArgumentError(f"ERASER bins are fractions in (0, 1], got {tuple(bins)}")
+    return [min(n, max(1, math.ceil(b * n - 1e-9))) for b in bins]
+
+
+def eraser_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  scores: Mapping[str, torch.Tensor], target: int | None = None,
+                  bins: Sequence[float] = ERASER_BINS, protected: torch.Tensor | None = None, pad_id: int = 0,
+                  batch_size: int = 128) -> dict[str, dict[str, Any]]:
+    """ERASER's comprehensiveness and sufficiency (DeYoung et al. 2020) of several rankings of one sentence.
+
+    For each bin ``k`` (a fraction of the unprotected tokens, :func:`eraser_counts`), the top-``k`` tokens
+    of the ranking are the rationale. The tokens are *removed*, not masked (the sentence gets shorter, as in
+    ERASER): comprehensiveness ``f(x) − f(x ∖ rationale)`` (large: the model needed the rationale) and
+    sufficiency ``f(x) − f(rationale only)`` (small: the rationale alone keeps the prediction), with the
+    protected ``[CLS]``/``[SEP]`` always kept; each score is the mean over the bins (ERASER's AOPC form).
+    Returns ``{method: {"comprehensiveness", "sufficiency", "comprehensiveness_bins",
+    "sufficiency_bins"}}``."""
+    _check_eval(model)
+    ids, mask = _as_batch(input_ids, attention_mask)
+    if len(ids) != 1:
+        raise ArgumentError(f"eraser_scores takes one sentence (1, T), got a batch of {len(ids)}")
+    if target is None:
+        target = int(predict_proba(model, ids, mask).argmax(-1)[0])
+    keep_always = _protected(ids, mask, protected)[0] & (mask[0] > 0)
+    candidates = (mask[0] > 0) & ~keep_always
+    counts = eraser_counts(int(candidates.sum()), bins)
+    rows: list[torch.Tensor] = [ids[0][mask[0] > 0]]
+    for s in scores.values():
+        st = torch.as_tensor(s).flatten()
+        if st.numel() != ids.shape[1]:
+            raise ArgumentError(f"{st.numel()} scores for {ids.shape[1]} tokens: one score per token is needed")
+        order = _ranking(st, candidates)
+        for k in counts:
+            top = torch.zeros_like(candidates)
+            top[order[:k]] = True
+            rows.append(ids[0][(mask[0] > 0) & ~top])  # comprehensiveness: the rationale removed
+            rows.append(ids[0][keep_always | top])  # sufficiency: the rationale alone
+    width = max(len(r) for r in rows)
+    batch = torch.full((len(rows), width), int(pad_id), dtype=ids.dtype)
+    batch_mask = torch.zeros((len(rows), width), dtype=mask.dtype)
+    for i, r in enumerate(rows):
+        batch[i, :len(r)] = r
+        batch_mask[i, :len(r)] = 1
+    p = predict_proba(model, batch, batch_mask, batch_size)[:, int(target)].astype(np.float64)
+    full, rest = p[0], p[1:].reshape(len(scores), len(counts), 2)
+    out = {}
+    for (name, _), r in zip(scores.items(), rest):
+        comp, suff = full - r[:, 0], full - r[:, 1]
+        out[name] = {"comprehensiveness": float(comp.mean()), "sufficiency": float(suff.mean()),
+                     "comprehensiveness_bins": comp, "sufficiency_bins": suff}
+    return out
+
+
 def mean_curve(curves: Sequence[np.ndarray], points: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """Curves of different lengths resampled on ``points`` fractions of tokens changed, then averaged."""
     grid = np.linspace(0.0, 1.0, points)
@@ -427,12 +542,14 @@ def mean_curve(curves: Sequence[np.ndarray], points: int = 11) -> tuple[np.ndarr
 def shap_attributions(model: nn.Module, tokenizer, texts: Sequence[str], targets: Sequence[int] | None = None,
                       max_evals: int = 200, max_length: int = 64, batch_size: int = 64, seed: int = 0
                       ) -> list[np.ndarray]:
-    """SHAP values (shap's Partition explainer, ``shap.maskers.Text`` on the model's tokenizer), one array per
-    text aligned with ``tokenizer(text)["input_ids"]`` (special tokens included; the values sum to
-    ``f(text) − f(every token masked)``, SHAP's efficiency property).
+    """SHAP values (``shap.maskers.Text`` on the model's tokenizer), one array per text aligned with
+    ``tokenizer(text)["input_ids"]`` (special tokens included).
 
-    The masker replaces hidden tokens by ``[MASK]`` and explores a hierarchy of token groups; ``max_evals``
-    bounds the model calls per sentence, which is what makes SHAP the expensive method."""
+    The masker replaces hidden tokens by ``[MASK]``; shap's Partition explainer computes Owen values on a
+    hierarchy of token groups, at most ``max_evals`` model calls per sentence, which is what makes SHAP the
+    expensive method. They sum to ``f(text) − f(every token masked)`` for any ``max_evals`` (the hierarchy's
+    credit is split exactly), so that sum checks nothing; :func:`exact_shapley` gives the Shapley values they
+    approximate."""
     import shap
 
     _check_eval(model)
@@ -441,8 +558,9 @@ def shap_attributions(model: nn.Module, tokenizer, texts: Sequence[str], targets
         enc = tokenizer(list(batch), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return predict_proba(model, enc["input_ids"], enc["attention_mask"], batch_size)
 
-    np.random.seed(seed)  # the Partition explainer's clustering is deterministic; this fixes anything else
-    explainer = shap.Explainer(proba, shap.maskers.Text(tokenizer), algorithm="partition")
+    # seed= reaches shap's own generator (the Partition explainer's clustering is deterministic anyway); the
+    # global numpy state is left alone
+    explainer = shap.Explainer(proba, shap.maskers.Text(tokenizer), algorithm="partition", seed=seed)
     explanation = explainer(list(texts), max_evals=max_evals, batch_size=batch_size, silent=True)
     out = []
     for i, text in enumerate(texts):
@@ -456,6 +574,73 @@ def shap_attributions(model: nn.Module, tokenizer, texts: Sequence[str], targets
     return out
 
 
+def exact_shapley(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, target: int,
+                  replace_id: int, protected: torch.Tensor | None = None, max_players: int = 10,
+                  batch_size: int = 256) -> np.ndarray:
+    """Exact Shapley values of the tokens of one sentence (1, T), from scratch: ``(T,)``, 0 at protected
+    positions (default ``[CLS]``/``[SEP]``).
+
+    The players are the ``n`` other tokens; a coalition ``S`` is scored by ``v(S) = f`` (the ``target``
+    class's probability) of the sentence with every player outside ``S`` replaced by ``replace_id`` (SHAP's
+    ``[MASK]`` text masker). Token ``i`` gets the *weighted* average of its marginal contributions,
+
+        ``φ_i = Σ_{S ⊆ N∖{i}} |S|! (n − |S| − 1)! / n! · (v(S ∪ {i}) − v(S))``,
+
+    weights under which every coalition size counts equally. All ``2^n`` coalitions go through the model, so
+    ``n`` is capped by ``max_players``."""
+    _check_eval(model)
+    ids, mask = _as_batch(input_ids, attention_mask)
+    if len(ids) != 1:
+        raise ArgumentError(f"exact_shapley takes one sentence (1, T), got a batch of {len(ids)}")
+    players = ((mask[0] > 0) & ~_protected(ids, mask, protected)[0]).nonzero()[:, 0]
+    n = len(players)
+    if n > max_players:
+        raise ArgumentError(f"{n} tokens need 2^{n} model calls for exact Shapley values; at most "
+                            f"{max_players} players (raise max_players or pick a shorter sentence)")
+    codes = np.arange(2 ** n)
+    member = (codes[:, None] >> np.arange(n)[None]) & 1  # (2^n, n): player j in coalition code
+    rows = ids[0].repeat(len(codes), 1)
+    for j, pos in enumerate(players.tolist()):
+        rows[torch.as_tensor(member[:, j] == 0), pos] = int(replace_id)
+    v = predict_proba(model, rows, mask.expand(len(rows), -1), batch_size)[:, int(target)].astype(np.float64)
+    size = member.sum(1)
+    weight = np.array([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) if k < n else 0.0
+                       for k in range(n + 1)])
+    phi = np.zeros(ids.shape[1])
+    for j, pos in enumerate(players.tolist()):
+        without = codes[member[:, j] == 0]
+        phi[pos] = float((weight[size[without]] * (v[without | (1 << j)] - v[without])).sum())
+    return phi
+
+
+def shap_exact(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, target: int,
+               replace_id: int, protected: torch.Tensor | None = None, batch_size: int = 256) -> np.ndarray:
+    """The same Shapley values as :func:`exact_shapley`, computed by ``shap`` (the reference): Kernel SHAP
+    (``shap.KernelExplainer``) given a budget of every one of the ``2^n`` coalitions, whose weighted linear
+    regression then returns the Shapley values exactly (Lundberg & Lee 2017, Theorem 2). The players are the
+    unprotected positions as features, a hidden one takes the background value ``replace_id`` (one background
+    row), and the model maps a row of player ids back to the full sentence. ``(T,)``, 0 at protected
+    positions. (shap's Exact explainer computes the same, but compiles with numba for half a minute first.)"""
+    import shap
+
+    _check_eval(model)
+    ids, mask = _as_batch(input_ids, attention_mask)
+    players = ((mask[0] > 0) & ~_protected(ids, mask, protected)[0]).nonzero()[:, 0]
+
+    def f(rows: np.ndarray) -> np.ndarray:
+        full = ids[0].repeat(len(rows), 1)
+        full[:, players] = torch.as_tensor(np.rint(np.asarray(rows)).astype(np.int64), dtype=full.dtype)
+        return predict_proba(model, full, mask.expand(len(full), -1), batch_size)[:, int(target)]
+
+    x = ids[0, players].numpy()[None].astype(np.float64)
+    explainer = shap.KernelExplainer(f, np.full_like(x, float(replace_id)))
+    values = np.asarray(explainer.shap_values(x, nsamples=2 ** len(players), silent=True)).reshape(-1)
+    out = np.zeros(ids.shape[1])
+    out[players.numpy()] = values
+    return out
+
+
+# ------------------------------------------------------------------------------------------ probing
 # ------------------------------------------------------------------------------------------ probing
 def hidden_states(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 64, pooling: str = "mean",
                   batch_size: int = 64) -> np.ndarray:
@@ -509,6 +694,45 @@ def control_labels(types: Sequence[Any], labels: Sequence[int], seed: int = 0) -
     return np.array([table[t] for t in types])
 
 
+def seen_type_share(train_types: Sequence[Any], test_types: Sequence[Any]) -> float:
+    """Share of test examples whose control-task type occurs in the probe's training examples. Hewitt &
+    Liang's control task is only learnable for those: an unseen type's control label cannot be memorised, so
+    a low share pushes the control to chance and inflates selectivity."""
+    seen = set(train_types)
+    if len(test_types) == 0:
+        raise ArgumentError("seen_type_share got no test types")
+    return float(np.mean([t in seen for t in test_types]))
+
+
+def _words(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def near_duplicates(texts: Sequence[str], against: Sequence[str], n: int = 4) -> np.ndarray:
+    """Which ``texts`` overlap a text of ``against`` (boolean per text): they share a word ``n``-gram, or a
+    text of fewer than ``n`` words occurs whole, word-aligned, inside one of ``against``. SST-2's training set
+    holds overlapping sub-phrases of the same reviews, so a random split puts near-copies on both sides. (A
+    short phrase of ``against`` inside a longer text is not counted: single words such as "good" are phrases
+    of their own in SST-2.)"""
+    if n < 1:
+        raise ArgumentError(f"n-gram length must be at least 1, got {n}")
+    grams: set[tuple[str, ...]] = set()
+    joined = []
+    for t in against:
+        w = _words(t)
+        grams.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+        joined.append(" " + " ".join(w) + " ")
+    haystack = "\n".join(joined)
+    out = []
+    for t in texts:
+        w = _words(t)
+        if len(w) >= n:
+            out.append(any(tuple(w[i:i + n]) in grams for i in range(len(w) - n + 1)))
+        else:
+            out.append(bool(w) and f" {' '.join(w)} " in haystack)
+    return np.array(out, dtype=bool)
+
+
 def _check_probe_data(X: np.ndarray, y: np.ndarray, what: str) -> None:
     if X.ndim != 3:
         raise ArgumentError(f"{what} features must be (layers, N, hidden), got shape {X.shape}")
@@ -519,11 +743,18 @@ def _check_probe_data(X: np.ndarray, y: np.ndarray, what: str) -> None:
 
 
 def layer_probe(train_X: np.ndarray, train_y: Sequence[int], test_X: np.ndarray, test_y: Sequence[int],
-                C: float = 1.0, max_iter: int = 2000) -> np.ndarray:
-    """Test accuracy of a logistic-regression probe trained per layer (features standardised): (layers,)."""
+                C: float | Sequence[float] | None = None, max_iter: int = 2000, seed: int = 0,
+                return_c: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Test accuracy of a logistic-regression probe trained per layer (features standardised): (layers,).
+
+    ``C=None`` (default) is the course's probe protocol, :func:`lmcourse.readout.fit_probe`: C chosen per
+    layer on a fixed grid by cross-validation inside the probe-training examples; a number (or one per
+    layer) fixes it. ``return_c=True`` also returns the C of every layer."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from lmcourse.readout import blas_threads, fit_probe
 
     ytr, yte = np.asarray(train_y), np.asarray(test_y)
     _check_probe_data(np.asarray(train_X), ytr, "train")
@@ -531,23 +762,40 @@ def layer_probe(train_X: np.ndarray, train_y: Sequence[int], test_X: np.ndarray,
         raise ArgumentError(f"test features {np.asarray(test_X).shape} must be (layers, {len(yte)}, hidden)")
     if train_X.shape[0] != test_X.shape[0] or train_X.shape[2] != test_X.shape[2]:
         raise ArgumentError(f"train {train_X.shape} and test {test_X.shape} features have different layers/width")
-    accs = []
-    for layer in range(train_X.shape[0]):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-        probe.fit(train_X[layer], ytr)
-        accs.append(float((probe.predict(test_X[layer]) == yte).mean()))
-    return np.array(accs)
+    n_layers = train_X.shape[0]
+    cs = [None] * n_layers if C is None else (
+        [float(C)] * n_layers if np.ndim(C) == 0 else [float(c) for c in C])
+    if len(cs) != n_layers:
+        raise ArgumentError(f"{len(cs)} C values for {n_layers} layers")
+    accs, chosen = [], []
+    for layer in range(n_layers):
+        if cs[layer] is None:
+            probe = fit_probe(train_X[layer], ytr, seed=seed, max_iter=max_iter)
+            pred, c = probe.predict(test_X[layer]), probe.C
+        else:
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=cs[layer], max_iter=max_iter))
+            with blas_threads():
+                model.fit(train_X[layer], ytr)
+                pred = model.predict(test_X[layer])
+            c = cs[layer]
+        accs.append(float((pred == yte).mean()))
+        chosen.append(np.nan if c is None else float(c))
+    return (np.array(accs), np.array(chosen)) if return_c else np.array(accs)
 
 
 def probe_selectivity(train_X: np.ndarray, train_y: Sequence[int], test_X: np.ndarray, test_y: Sequence[int],
                       train_types: Sequence[Any], test_types: Sequence[Any], seeds: int | Sequence[int] = 0,
-                      C: float = 1.0) -> dict[str, np.ndarray]:
+                      C: float | None = None) -> dict[str, np.ndarray]:
     """Task accuracy, control accuracy and selectivity = task − control, per layer (Hewitt & Liang 2019).
 
-    The control labels come from :func:`control_labels` over the train and test types together, so a type
-    seen in training keeps its label at test time, and follow the task's label distribution. One control
-    task per seed in ``seeds``: ``control``/``selectivity`` are means over them, ``*_std`` the sample std
-    (``nan`` for one seed), ``control_runs`` every seed's accuracies (seeds, layers)."""
+    The task probe follows the probe protocol (``C=None``: C per layer by cross-validation inside the
+    probe-training examples, :func:`layer_probe`); each control probe uses the task probe's C of that layer,
+    so that task and control are read by a probe of the same complexity (Hewitt & Liang's comparison). The
+    control labels come from :func:`control_labels` over the train and test types together, so a type seen
+    in training keeps its label at test time, and follow the task's label distribution. One control task per
+    seed in ``seeds``: ``control``/``selectivity`` are means over them, ``*_std`` the sample std (``nan`` for
+    one seed), ``control_runs`` every seed's accuracies (seeds, layers), ``C`` the C of each layer and
+    ``seen_share`` the share of test types seen in probe training (:func:`seen_type_share`)."""
     seed_list = [int(seeds)] if isinstance(seeds, int | np.integer) else [int(s) for s in seeds]
     if not seed_list:
         raise ArgumentError("probe_selectivity needs at least one control seed")
@@ -555,17 +803,22 @@ def probe_selectivity(train_X: np.ndarray, train_y: Sequence[int], test_X: np.nd
     if len(types) != len(train_y) + len(test_y):
         raise ArgumentError(f"{len(types)} types for {len(train_y) + len(test_y)} examples: one type per example")
     labels = np.concatenate([np.asarray(train_y), np.asarray(test_y)])
-    task = layer_probe(train_X, train_y, test_X, test_y, C)
+    task, chosen = layer_probe(train_X, train_y, test_X, test_y, C, return_c=True)
+    chosen_c = [1.0 if np.isnan(c) else c for c in chosen]
     runs = []
     for seed in seed_list:
         control = control_labels(types, labels, seed)
         ctr, cte = control[:len(train_types)], control[len(train_types):]
-        runs.append(layer_probe(train_X, ctr, test_X, cte, C))
+        if len(np.unique(ctr)) < 2:  # every seen type drew one label: the control predicts it
+            runs.append(np.full(len(task), float((cte == ctr[0]).mean())))
+            continue
+        runs.append(layer_probe(train_X, ctr, test_X, cte, chosen_c))
     runs_arr = np.array(runs)
     std = runs_arr.std(0, ddof=1) if len(runs) > 1 else np.full(len(task), np.nan)
     ctrl = runs_arr.mean(0)
     return {"task": task, "control": ctrl, "control_std": std, "selectivity": task - ctrl,
-            "selectivity_std": std, "control_runs": runs_arr}
+            "selectivity_std": std, "control_runs": runs_arr, "C": chosen,
+            "seen_share": np.float64(seen_type_share(list(train_types), list(test_types)))}
 
 
 # ------------------------------------------------------------------------------------------ pictures

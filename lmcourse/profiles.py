@@ -168,16 +168,18 @@ PROFILES: dict[str, Profile] = {
                      "timing_threads": 1, "removal_examples": 8, "goal_rounds": 2},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": 192, "epochs": 1, "lr": 1e-4, "max_length": 64, "eval": 96,
-                          "sentences": 6,
+                          "classifier_seeds": (0, 1), "sentences": 5,
                           "ig_steps": 8, "gap_steps": (2, 4, 8, 16), "gap_sentences": 1, "curve_points": 5,
-                          "random_seeds": (0, 1, 2), "shap_sentences": 2, "shap_max_evals": 32, "probe_train": 96,
+                          "random_seeds": (0, 1, 2), "shap_sentences": 2, "shap_max_evals": 32,
+                          "shap_exact_sentences": 1, "shap_exact_players": 6, "probe_train": 96,
+                          "probe_layers": (0, 3, 6),
                           "probe_test": 64, "probe_word": "the", "probe_pooling": "mean", "bootstrap": 500},
         # notebook 13: continual learning
         continual={"tasks": ("sst2", "mrpc"), "orders": (("sst2", "mrpc"),), "seeds": (0,),
                    "n_train": 16, "n_heldout": 8, "n_dev": 16, "max_length": 32, "batch_size": 8, "epochs": 1,
                    "lr": 3e-4, "head_lr": 2e-3, "checks": 1, "eval_batch_size": 32,
                    "replay_per_task": 4, "replay_sizes": (4,), "replay_fraction": 0.25,
-                   "ewc_lambdas": (1e5, 1e6), "fisher_samples": 4, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
+                   "ewc_lambdas": (0.0, 1e5, 1e6), "fisher_samples": 4, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
     ),
     "cpu": Profile(
         name="cpu",
@@ -301,11 +303,14 @@ PROFILES: dict[str, Profile] = {
                      "head_ft_train": 1000, "head_ft_epochs": 1, "timing_length": 64, "timing_repeats": 20,
                      "timing_threads": 1, "removal_examples": 32, "goal_rounds": 5},
         # notebook 12: interpretability
-        interpretability={"task": "sst2", "train": 8000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
-                          "sentences": 250,
+        # three classifiers (seeds), each fine-tuned on 4000 sentences, explained on 150 dev sentences
+        interpretability={"task": "sst2", "train": 4000, "epochs": 1, "lr": 5e-5, "max_length": 64, "eval": None,
+                          "classifier_seeds": (0, 1, 2), "sentences": 150,
                           "ig_steps": 24, "gap_steps": (2, 4, 8, 16, 24, 32, 64), "gap_sentences": 3,
                           "curve_points": 7, "random_seeds": (0, 1, 2), "shap_sentences": 40, "shap_max_evals": 100,
-                          "probe_train": 1500, "probe_test": 600, "probe_word": "the", "probe_pooling": "mean",
+                          "shap_exact_sentences": 3, "shap_exact_players": 10,
+                          "probe_train": 1000, "probe_test": 500, "probe_layers": None, "probe_word": "the",
+                          "probe_pooling": "mean",
                           "bootstrap": 2000},
         # notebook 13: continual learning
         # about 20 minutes on 2 cores: 3 short tasks, 256 examples each, 3 seeds x 2 orders of every method
@@ -313,7 +318,8 @@ PROFILES: dict[str, Profile] = {
                    "seeds": (0, 1, 2), "n_train": 256, "n_heldout": 32, "n_dev": 128, "max_length": 48,
                    "batch_size": 16, "epochs": 1, "lr": 3e-4, "head_lr": 2e-3, "checks": 2, "eval_batch_size": 64,
                    "replay_per_task": 32, "replay_sizes": (8, 32), "replay_fraction": 0.25,
-                   "ewc_lambdas": (1e5, 1e6), "fisher_samples": 32, "lora_r": 8, "lora_alpha": 16, "lora_lr": 5e-3},
+                   "ewc_lambdas": (0.0, 1e5, 1e6), "fisher_samples": 32, "lora_r": 8, "lora_alpha": 16,
+                   "lora_lr": 5e-3},
     ),
     "gpu": Profile(
         name="gpu",
@@ -404,10 +410,11 @@ PROFILES: dict[str, Profile] = {
                      "timing_threads": 1, "removal_examples": 64, "goal_rounds": 5},
         # notebook 12: interpretability
         interpretability={"task": "sst2", "train": None, "epochs": 2, "lr": 3e-5, "max_length": 128, "eval": None,
-                          "sentences": 872,
+                          "classifier_seeds": (0, 1, 2), "sentences": 872,
                           "ig_steps": 50, "gap_steps": (2, 4, 8, 16, 32, 64, 128, 256), "gap_sentences": 32,
                           "curve_points": 21, "random_seeds": (0, 1, 2, 3, 4), "shap_sentences": 300,
-                          "shap_max_evals": 500, "probe_train": 20000, "probe_test": 5000, "probe_word": "the",
+                          "shap_max_evals": 500, "shap_exact_sentences": 10, "shap_exact_players": 10,
+                          "probe_train": 20000, "probe_test": 5000, "probe_layers": None, "probe_word": "the",
                           "probe_pooling": "mean", "bootstrap": 5000},
         # notebook 13: continual learning
         # one GPU-hour: 4 tasks (RTE too), 2000 examples each, the whole dev sets, 3 seeds x 2 orders
@@ -416,7 +423,7 @@ PROFILES: dict[str, Profile] = {
                    "seeds": (0, 1, 2), "n_train": 2000, "n_heldout": 200, "n_dev": None, "max_length": 128,
                    "batch_size": 32, "epochs": 2, "lr": 5e-5, "head_lr": 1e-3, "checks": 4, "eval_batch_size": 256,
                    "replay_per_task": 200, "replay_sizes": (20, 50, 200, 500), "replay_fraction": 0.25,
-                   "ewc_lambdas": (1e4, 1e5, 1e6, 1e7), "fisher_samples": 500, "lora_r": 8, "lora_alpha": 16,
+                   "ewc_lambdas": (0.0, 1e4, 1e5, 1e6, 1e7), "fisher_samples": 500, "lora_r": 8, "lora_alpha": 16,
                    "lora_lr": 5e-4},
     ),
 }

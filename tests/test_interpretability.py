@@ -354,3 +354,128 @@ def test_clear_errors(tiny_classifier):
             ip.integrated_gradients(model, ids, mask, 1)
     finally:
         model.eval()
+
+
+# ------------------------------------------------------------------------------------------ review checks (#40)
+def test_exact_shapley_equals_shaps_kernel_shap_over_every_coalition(tiny_classifier):
+    """Our Shapley values over all coalitions against shap (Kernel SHAP given every coalition), and the
+    efficiency the exact values have by the formula (not by construction, as the Partition explainer's)."""
+    model, tok = tiny_classifier
+    ids, mask = _one(tok)
+    ours = ip.exact_shapley(model, ids, mask, 1, tok.mask_token_id)
+    ref = ip.shap_exact(model, ids, mask, 1, tok.mask_token_id)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+    assert np.abs(ours).max() > 1e-6 and ours[0] == 0 and ours[-1] == 0
+    masked = ids.clone()
+    masked[0, 1:-1] = tok.mask_token_id
+    p = ip.predict_proba(model, torch.cat([ids, masked]), mask.expand(2, -1))[:, 1]
+    assert ours.sum() == pytest.approx(p[0] - p[1], abs=1e-12)
+    with pytest.raises(ArgumentError, match="2\\^"):
+        ip.exact_shapley(model, ids, mask, 1, tok.mask_token_id, max_players=3)
+
+
+def test_exact_shapley_is_the_weighted_average_over_coalitions():
+    """Three players, the formula typed out by hand: a Shapley value weights each coalition size equally."""
+    model, ids, mask, pred, _ = _synthetic_sentence()
+    ids = ids[:, [0, 1, 2, 3, -1]]
+    mask = torch.ones_like(ids)
+    phi = ip.exact_shapley(model, ids, mask, pred, MASK)
+
+    def v(keep):
+        row = ids.clone()
+        for j, pos in enumerate((1, 2, 3)):
+            if j not in keep:
+                row[0, pos] = MASK
+        return float(ip.predict_proba(model, row, mask)[0, pred])
+
+    # player 0: weights 1/3 (empty), 1/6 ({1}), 1/6 ({2}), 1/3 ({1, 2})
+    hand = ((v({0}) - v(set())) / 3 + (v({0, 1}) - v({1})) / 6 + (v({0, 2}) - v({2})) / 6
+            + (v({0, 1, 2}) - v({1, 2})) / 3)
+    assert phi[1] == pytest.approx(hand, abs=1e-12)
+
+
+def test_eraser_scores_by_hand_and_the_oracle_is_most_comprehensive():
+    model, ids, mask, pred, _ = _synthetic_sentence()
+    model.w = model.w * 0.1  # a probability away from saturation, so that removing tokens moves it
+    sign = 1.0 if pred == 1 else -1.0
+    removal = sign * (model.emb(ids[0]) @ model.w).detach()  # what removing a token takes from the logit
+    rnd = {f"r{s}": ip.random_scores(ids.shape[1], s) for s in range(20)}
+    out = ip.eraser_scores(model, ids, mask, {"oracle": removal, "reversed": -removal, **rnd}, target=pred)
+    counts = ip.eraser_counts(10)
+    assert counts == [1, 1, 1, 2, 5]
+    order = torch.argsort(-removal[1:-1], stable=True) + 1
+    f = float(ip.predict_proba(model, ids, mask)[0, pred])
+    for b, k in enumerate(counts):
+        keep = [p for p in range(ids.shape[1]) if p not in set(order[:k].tolist())]
+        rest = float(ip.predict_proba(model, ids[:, keep], mask[:, keep])[0, pred])
+        alone = [0, *sorted(order[:k].tolist()), ids.shape[1] - 1]
+        only = float(ip.predict_proba(model, ids[:, alone], mask[:, alone])[0, pred])
+        assert out["oracle"]["comprehensiveness_bins"][b] == pytest.approx(f - rest, abs=1e-12)
+        assert out["oracle"]["sufficiency_bins"][b] == pytest.approx(f - only, abs=1e-12)
+    comp = [out[f"r{s}"]["comprehensiveness"] for s in range(20)]
+    assert out["oracle"]["comprehensiveness"] > max(comp) and min(comp) > out["reversed"]["comprehensiveness"]
+    assert out["oracle"]["sufficiency"] < min(out[f"r{s}"]["sufficiency"] for s in range(20))
+    with pytest.raises(ArgumentError, match="fractions"):
+        ip.eraser_counts(10, (0.0, 0.5))
+
+
+def test_mask_baseline_and_baseline_errors(tiny_classifier):
+    _, tok = tiny_classifier
+    ids, _ = _one(tok)
+    base = ip.reference_ids(ids, tok, token="mask")
+    assert base[0, 0] == ids[0, 0] and base[0, -1] == ids[0, -1]
+    assert (base[0, 1:-1] == tok.mask_token_id).all()
+    assert (ip.reference_ids(ids, tok)[0, 1:-1] == tok.pad_token_id).all()
+    with pytest.raises(UnknownNameError, match="baseline token"):
+        ip.reference_ids(ids, tok, token="zero")
+
+
+def test_near_duplicates_and_seen_type_share():
+    against = ["a charming and often affecting journey", "thin plot"]
+    texts = ["often affecting journey , really", "charming and often", "thin plot", "plot thin", "a new film here"]
+    assert ip.near_duplicates(texts, against, n=3).tolist() == [True, True, True, False, False]
+    assert ip.near_duplicates(["and often affecting"], against, n=4).tolist() == [True]  # short: a sub-phrase
+    assert ip.seen_type_share(["a", "b", "a"], ["a", "c", "b", "d"]) == pytest.approx(0.5)
+    with pytest.raises(ArgumentError):
+        ip.seen_type_share(["a"], [])
+
+
+def test_attentions_from_queries_keys_equal_output_attentions(tiny_classifier):
+    model, tok = tiny_classifier
+    enc = tok(SENTENCES, padding=True, return_tensors="pt")
+    ours = ip.attentions_from_queries_keys(model, enc["input_ids"], enc["attention_mask"])
+    theirs = ip.attentions(model, enc["input_ids"], enc["attention_mask"])
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_captum_convergence_delta_is_our_completeness_gap(tiny_classifier):
+    model, tok = tiny_classifier
+    ids, mask = _one(tok)
+    base = ip.reference_ids(ids, tok, token="mask")
+    attr, delta = ip.captum_integrated_gradients(model, ids, mask, 1, base, steps=2, method="riemann_left")
+    ours = ip.integrated_gradients(model, ids, mask, 1, base, steps=2, method="riemann_left")
+    torch.testing.assert_close(attr, ours, rtol=0, atol=1e-10)
+    gap = ip.completeness_gap(model, ids, mask, 1, ours, base)
+    torch.testing.assert_close(delta.to(gap.dtype), gap, rtol=0, atol=1e-10)
+    assert gap.abs().max() > 1e-8  # two left Riemann points leave a gap to compare
+
+
+def test_probe_follows_the_probe_protocol_and_reports_the_seen_share():
+    from lmcourse.readout import fit_probe
+
+    rng = np.random.default_rng(1)
+    n, d = 240, 6
+    y = rng.integers(0, 2, size=n)
+    X = rng.normal(size=(2, n, d))
+    X[1, :, 0] += 2.0 * (2 * y - 1)
+    types_ = np.arange(n) % 30
+    res = ip.probe_selectivity(X[:, :160], y[:160], X[:, 160:], y[160:], types_[:160], types_[160:], seeds=(0, 1))
+    for layer in range(2):  # C by cross-validation inside probe training, the control at the task's C
+        assert res["C"][layer] == fit_probe(X[layer, :160], y[:160]).C
+    assert res["seen_share"] == 1.0
+    unseen = ip.probe_selectivity(X[:, :160], y[:160], X[:, 160:], y[160:], types_[:160], types_[160:] + 100)
+    assert unseen["seen_share"] == 0.0
+    fixed = ip.layer_probe(X[:, :160], y[:160], X[:, 160:], y[160:], C=1.0)
+    assert fixed.shape == (2,) and fixed[1] > 0.8
