@@ -22,6 +22,39 @@ def _parse_value(text: str):
         return text
 
 
+def _number(kind: type, low: float | None = None, *, above: bool = False, high: float | None = None,
+            below: bool = False):
+    """An argparse ``type`` that parses ``kind`` and checks its range where the argument enters: a value out of
+    range is one argparse error (usage, the argument's name and what it must be; exit code 2) before anything
+    runs or is written."""
+    parts = []
+    if low is not None:
+        parts.append(f"> {low:g}" if above else f">= {low:g}")
+    if high is not None:
+        parts.append(f"< {high:g}" if below else f"<= {high:g}")
+    what = ("an integer" if kind is int else "a number") + (" " + " and ".join(parts) if parts else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value != value or (low is not None and (value <= low if above else value < low)) or (
+                high is not None and (value >= high if below else value > high)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what}")
+        return value
+
+    parse.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NONNEGATIVE_INT = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0, above=True)
+SEED = _number(int, 0, high=2**32 - 1)  # numpy's and torch's seed range
+PROBABILITY = _number(float, 0, high=1, below=True)  # a dropout rate
+
+
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
@@ -229,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="local: one run after another here; ray: one Ray task per run (pip install lmcourse[cluster])")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://head:10001); default: start one")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a locally started Ray instance")
+    p.add_argument("--num-cpus", type=POSITIVE_INT, default=None, help="CPUs of a locally started Ray instance")
     p.add_argument("--force-prepare", action="store_true",
                    help="run the spec's prepare steps even when the models they produce already exist")
     p.add_argument("--ship", action="store_true",
@@ -252,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("exercises", help="list the chapters' exercises and what you passed, or show one")
     p.add_argument("id", nargs="?", default=None, help="an exercise id (e.g. 02.sdpa): print what it asks")
-    p.add_argument("--chapter", type=int, default=None, help="only this chapter's exercises (1-14)")
+    p.add_argument("--chapter", type=POSITIVE_INT, default=None, help="only this chapter's exercises (1-14)")
     p.add_argument("--hint", action="store_true", help="with an id: print its hint")
     p.add_argument("--solution", action="store_true", help="with an id: print the reference solution's source")
     p.set_defaults(func=cmd_exercises)
@@ -260,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="classify text (one per line, a file or stdin) with an exported ONNX model")
     p.add_argument("model", help="an exported model folder (lmcourse.compression.export_onnx)")
     p.add_argument("input", nargs="?", default="-", help="a text file, one text per line (default: stdin)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     p.add_argument("--truncate", action="store_true", help="cut texts longer than the model's maximum length")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="ONNX Runtime intra-op threads")
     p.set_defaults(func=cmd_classify)
 
     _add_training_commands(sub)
@@ -272,15 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_classify(args: argparse.Namespace) -> int:
     """Print ``label<TAB>probability<TAB>text`` for every input line."""
     from lmcourse.compression.classify import classify_texts
-    from lmcourse.errors import DataUnavailableError
+    from lmcourse.errors import ArgumentError, DataUnavailableError
 
     if args.input == "-":
-        lines = sys.stdin.read().splitlines()
+        source, lines = "standard input", sys.stdin.read().splitlines()
     else:
         path = Path(args.input)
-        if not path.is_file():
+        if not path.exists():
             raise DataUnavailableError(f"input file {path} does not exist (give a text file, or '-' for stdin)")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file (a device, a pipe or a socket)"
+            raise ArgumentError(f"input {path} is {kind}: give a text file with one text per line, or '-' for "
+                                "stdin")
+        try:
+            source, lines = f"input file {path}", path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ArgumentError(f"input file {path} is not UTF-8 text: give a text file, one text per "
+                                "line") from None
+    if not any(line.strip() for line in lines):
+        raise ArgumentError(f"{source} is empty (no text on any line): give one text per line")
     for row in classify_texts(args.model, lines, batch_size=args.batch_size, truncate=args.truncate,
                               threads=args.threads):
         print(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
@@ -295,11 +338,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from lmcourse import distributed as dist
     from lmcourse.context import resolve_context
     from lmcourse.data import load_corpus
+    from lmcourse.errors import ArgumentError
     from lmcourse.models.gpt import GPT, GPTConfig
     from lmcourse.pretraining import StreamBatches, TrainConfig, clm_step_outputs, train
     from lmcourse.tokenization import CharTokenizer
     from lmcourse.tracking import write_json_atomic
 
+    if args.n_embd % args.n_head:
+        raise ArgumentError(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: each head gets "
+                            "n_embd / n_head dimensions")
     _, world = dist.init_from_env()
     ctx = resolve_context(args.profile, seed=args.seed, device=args.device, bf16=args.bf16 or False,
                           threads=args.threads).apply()
@@ -357,16 +404,16 @@ def _add_training_commands(sub) -> None:
     """``pretrain`` and ``finetune``: they run unchanged on one process or many (torchrun, accelerate launch)."""
     p = sub.add_parser("pretrain", help="char-level GPT pretraining; runs under torchrun/accelerate launch")
     p.add_argument("--corpus", default="tiny-shakespeare")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--global-batch", type=int, default=16, help="sequences per optimiser step, all processes")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step on each process")
-    p.add_argument("--block-size", type=int, default=64)
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=POSITIVE_INT, default=200)
+    p.add_argument("--global-batch", type=POSITIVE_INT, default=16, help="sequences per optimiser step, all processes")
+    p.add_argument("--grad-accum", type=POSITIVE_INT, default=1, help="micro-batches per step on each process")
+    p.add_argument("--block-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--n-layer", type=POSITIVE_INT, default=4)
+    p.add_argument("--n-head", type=POSITIVE_INT, default=4)
+    p.add_argument("--n-embd", type=POSITIVE_INT, default=128)
+    p.add_argument("--dropout", type=PROBABILITY, default=0.0)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3)
+    p.add_argument("--warmup", type=NONNEGATIVE_INT, default=10)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: fp32)")
     p.add_argument("--save", action="store_true", help="write checkpoints (main process only)")
     p.add_argument("--out", default="runs/pretrain")
@@ -376,10 +423,10 @@ def _add_training_commands(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune on a GLUE task; runs under torchrun/accelerate launch")
     p.add_argument("--task", required=True)
     p.add_argument("--model", default=None)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--max-train-samples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--max-steps", type=POSITIVE_INT, default=None)
+    p.add_argument("--max-train-samples", type=POSITIVE_INT, default=None)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None)
+    p.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None)
     p.add_argument("--out", default=None)
     _add_context_flags(p)
     p.set_defaults(func=cmd_finetune)
@@ -388,9 +435,9 @@ def _add_training_commands(sub) -> None:
 def _add_context_flags(p: argparse.ArgumentParser) -> None:
     """The run context of a training command: profile, seed, device, threads."""
     p.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $LMCOURSE_PROFILE or cpu)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: $LMCOURSE_DEVICE or the best)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch CPU threads per process")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -84,6 +84,35 @@ class RunResult:
         return self.status == "completed"
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and torch accept
+POSITIVE_PARAMETERS = ("learning_rate", "num_epochs", "batch_size", "max_length")  # None, or a number > 0
+BOOLEAN_PARAMETERS = ("run_wikitext", "keep_models", "analysis")
+
+
+def check_parameters(notebook: str, params: dict[str, Any]) -> None:
+    """Check the values of a notebook's papermill parameters where they enter (``lmcourse run -p``, ``course``,
+    benchmark specs), before any folder is made or cell runs: a seed is an integer in :data:`SEED_RANGE`, sizes
+    and rates in :data:`POSITIVE_PARAMETERS` are ``None`` or > 0 (integers where they count), switches are true
+    or false. One :class:`ArgumentError` names the parameter and what it must be."""
+
+    def bad(name: str, value: Any, what: str) -> ArgumentError:
+        return ArgumentError(f"{notebook}: parameter {name} = {value!r} is not {what}")
+
+    for name, value in params.items():
+        if name == "seed" or name.endswith("_seed"):
+            low, high = SEED_RANGE
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(name, value, f"a seed: an integer from {low} to 2**32 - 1")
+        elif name in POSITIVE_PARAMETERS and value is not None:
+            counts = name in ("batch_size", "max_length")
+            kind = int if counts else int | float
+            if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or value != value:
+                raise bad(name, value, "a positive integer (or None: the profile's)" if counts
+                          else "a positive number (or None: the profile's)")
+        elif name in BOOLEAN_PARAMETERS and not isinstance(value, bool):
+            raise bad(name, value, "true or false")
+
+
 def run_notebook(
     notebook: str | os.PathLike,
     parameters: dict[str, Any] | None = None,
@@ -117,6 +146,7 @@ def run_notebook(
     if "profile" in params and profile is None:
         profile = params.pop("profile")
     params["profile"] = resolve_profile_name(profile)
+    check_parameters(nb.name, params)
 
     if run_dir:
         folder = Path(run_dir)
