@@ -98,14 +98,15 @@ def heldout_loss_evaluator(batches: Callable[[int], dict[str, Tensor]], step_out
 
     @torch.no_grad()
     def evaluate(model: nn.Module) -> dict[str, float]:
-        model.to(ctx.device).eval()
+        was_training = model.training
+        model.to(ctx.device).eval()  # no dropout in a held-out loss; the mode is given back below
         total, count = 0.0, 0
         for b in fixed:
             b = {k: v.to(ctx.device) for k, v in b.items()}
             n = int((b["labels"] != -100).sum()) if "labels" in b else int(b["targets"].numel())
             total += float(step_outputs(model, b)[0]) * n
             count += n
-        model.train()
+        model.train(was_training)
         return {"loss": total / count}
 
     return evaluate

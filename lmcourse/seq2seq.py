@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.context import RunContext
@@ -122,23 +121,12 @@ def seq2seq_step_outputs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Te
 
 def seq2seq_evaluator(batches: Callable[[int], dict[str, Tensor]], iters: int, ctx: RunContext
                       ) -> Callable[[nn.Module], dict[str, float]]:
-    """Mean loss per target token over ``batches(0 .. iters-1)`` (fixed held-out batches) on ``ctx.device``."""
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        total, count = 0.0, 0
-        was_training = model.training
-        model.eval()  # no dropout in a held-out loss; the training mode is given back below
-        with torch.no_grad():
-            for i in range(iters):
-                b = {k: v.to(ctx.device) for k, v in batches(i).items()}
-                logits = model(b["input_ids"], b.get("attention_mask"), labels=b["labels"]).logits
-                n = int((b["labels"] != -100).sum())
-                total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b["labels"].reshape(-1),
-                                               ignore_index=-100, reduction="sum"))
-                count += n
-        model.train(was_training)
-        return {"loss": total / max(1, count)}
+    """Mean loss per target token over ``batches(0 .. iters-1)`` (fixed held-out batches) on ``ctx.device``, in
+    eval mode: :func:`lmcourse.objectives.heldout_loss_evaluator` with the seq2seq loss (one evaluator for the
+    three objectives of notebook 10)."""
+    from lmcourse.objectives import heldout_loss_evaluator
 
-    return evaluate
+    return heldout_loss_evaluator(batches, seq2seq_step_outputs, iters, ctx)
 
 
 # --------------------------------------------------------------------------------------- text to text
