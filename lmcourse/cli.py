@@ -185,11 +185,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from lmcourse.errors import ArgumentError
     from lmcourse.paths import default_runs_dir
     from lmcourse.runner import list_runs
     from lmcourse.tensorboard_logs import event_folders
 
     root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    if args.markdown and not args.profiles:
+        raise ArgumentError("--markdown only applies to --profiles")
+    if args.profiles:
+        return _print_profile_runs(root, args.shipped_dir, markdown=args.markdown)
     rows = list_runs(root)
     if not rows:
         print(f"no runs under {root}: `lmcourse run <notebook>`, `lmcourse course` or `lmcourse bench <spec>` "
@@ -205,6 +210,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(table.to_string(index=False))
     if event_folders(root) if root.is_dir() else []:
         print(f"\nTensorBoard: tensorboard --logdir {root}")
+    return 0
+
+
+PROFILE_RUNS_HEADER = "last complete run of each notebook (`lmcourse runs --profiles --markdown`)"
+
+
+def _print_profile_runs(root: Path, shipped_dir: str | None, *, markdown: bool) -> int:
+    """For each notebook and profile its last complete run (date, commit, machine, wall time, where) or "never
+    run". ``markdown``: the README's column, from the shipped results only (runs/ is this machine's)."""
+    from lmcourse.runner import complete_runs, describe_run, last_complete_runs, profile_run_cells
+
+    last = last_complete_runs(complete_runs(root, shipped_dir, local=not markdown))
+    if markdown:
+        print(f"| profile | {PROFILE_RUNS_HEADER} |\n|---|---|")
+        for profile, cell in profile_run_cells(last).items():
+            print(f"| `{profile}` | {cell} |")
+        return 0
+    print(f"complete runs under {root} and in the shipped results (data/results/), the last of each:")
+    _print_table([{"notebook": r["notebook"], "profile": r["profile"], "runs": r["runs"],
+                   "last complete run": describe_run(r["run"])} for r in last],
+                 ["notebook", "profile", "runs", "last complete run"])
     return 0
 
 
@@ -281,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list the runs under runs/ and the command that opens their TensorBoard logs")
     p.add_argument("--runs-dir", default=None,
                    help="where the runs are (default: $LMCOURSE_RUNS_DIR, the checkout's runs/, else ./runs)")
+    p.add_argument("--profiles", action="store_true",
+                   help="for each notebook and profile, its last complete run (date, commit, machine, wall time) "
+                        "under runs/ and in the shipped results, or 'never run'")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --profiles: the README's column, from the shipped results only")
+    p.add_argument("--shipped-dir", default=None, help="the shipped results (default: the checkout's data/results)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("exercises", help="list the chapters' exercises and what you passed, or show one")
