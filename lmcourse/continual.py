@@ -56,7 +56,10 @@ def transfer_metrics(R: Any, random_init: Any = None) -> dict[str, float | None]
     - ``average_accuracy`` = 1/T Σ_i R[T-1, i] (every task, at the end);
     - ``backward_transfer`` = 1/(T-1) Σ_{i<T-1} (R[T-1, i] − R[i, i]) (negative: forgetting);
     - ``forward_transfer`` = 1/(T-1) Σ_{i≥1} (R[i-1, i] − b_i): what earlier tasks did for a task not yet
-      trained; ``None`` when ``random_init`` is ``None`` (it cannot be computed without ``b``).
+      trained; ``None`` when ``random_init`` is ``None`` (it cannot be computed without ``b``);
+    - ``forgetting`` = 1/(T-1) Σ_{j<T-1} max_{j≤l≤T-2} (R[l, j] − R[T-1, j]) (Chaudhry et al. 2018, "Riemannian
+      Walk"): the drop from the best score a task had after it was trained, not only from ``R[j, j]`` (a task that
+      improved and then fell counts its whole fall; positive: forgotten).
     """
     R = np.asarray(R, dtype=float)
     if R.ndim != 2 or R.shape[0] != R.shape[1]:
@@ -71,6 +74,7 @@ def transfer_metrics(R: Any, random_init: Any = None) -> dict[str, float | None]
         "average_accuracy": float(R[T - 1].mean()),
         "backward_transfer": float(np.mean([R[T - 1, i] - R[i, i] for i in range(T - 1)])),
         "forward_transfer": None,
+        "forgetting": float(np.mean([R[j:T - 1, j].max() - R[T - 1, j] for j in range(T - 1)])),
     }
     if random_init is not None:
         b = np.asarray(random_init, dtype=float)

@@ -48,11 +48,24 @@ def test_transfer_metrics_by_hand():
     assert m["forward_transfer"] == pytest.approx(((0.50 - 0.50) + (0.55 - 0.45)) / 2, abs=1e-12)
     assert transfer_metrics(R)["forward_transfer"] is None  # no b: no forward transfer
     assert transfer_metrics(np.asarray(R))["backward_transfer"] == pytest.approx(-0.2, abs=1e-12)
+    assert m["forgetting"] == pytest.approx(((0.90 - 0.60) + (0.80 - 0.70)) / 2, abs=1e-12)
+
+
+def test_forgetting_is_the_drop_from_the_best_score_after_training():
+    """Chaudhry et al. (2018): a task that improved after it was trained and then fell counts its whole fall,
+    where BWT reads only the drop from the diagonal."""
+    R = [[0.60, 0.50, 0.40],
+         [0.90, 0.80, 0.55],  # task 0 improved while task 1 trained
+         [0.50, 0.85, 0.85]]  # task 1 improved at the end: negative forgetting, as in the paper's definition
+    m = transfer_metrics(R)
+    assert m["forgetting"] == pytest.approx(((0.90 - 0.50) + (0.80 - 0.85)) / 2, abs=1e-12)
+    assert m["backward_transfer"] == pytest.approx(((0.50 - 0.60) + (0.85 - 0.80)) / 2, abs=1e-12)
 
 
 def test_transfer_metrics_two_tasks_and_no_forgetting():
     m = transfer_metrics([[0.8, 0.6], [0.7, 0.9]], [0.5, 0.5])
-    assert m == pytest.approx({"average_accuracy": 0.8, "backward_transfer": -0.1, "forward_transfer": 0.1})
+    assert m == pytest.approx({"average_accuracy": 0.8, "backward_transfer": -0.1, "forward_transfer": 0.1,
+                               "forgetting": 0.1})
     # a model that never changes its earlier scores (LoRA per task) has zero backward transfer
     R = np.array([[0.8, 0.5, 0.5], [0.8, 0.7, 0.5], [0.8, 0.7, 0.6]])
     assert transfer_metrics(R)["backward_transfer"] == 0.0
@@ -301,7 +314,7 @@ def test_run_sequence_every_method(encoder):
                ("naive", "replay", "ewc", "lora")}
     for m, r in results.items():
         assert r.R.shape == (2, 2) and r.random_init.shape == (2,) and r.order == ("a", "b"), m
-        assert set(r.metrics) == {"average_accuracy", "backward_transfer", "forward_transfer"}
+        assert set(r.metrics) == {"average_accuracy", "backward_transfer", "forward_transfer", "forgetting"}
     lora = results["lora"]
     assert lora.R[1, 0] == lora.R[0, 0] and lora.metrics["backward_transfer"] == 0.0
     bf16 = run_sequence(encoder, tasks, "lora", dataclasses.replace(CFG, bf16=True), seed=0)  # under autocast too
