@@ -3,6 +3,7 @@
 
     python3 tasks.py course   # set up .venv, run every notebook headless (smoke profile) into runs/
     python3 tasks.py test     # set up .venv, run the unit tests and the notebooks (nbval, smoke profile)
+    python3 tasks.py gpu-check  # on a CUDA GPU: every notebook at smoke sizes on it, with a short report
     python3 tasks.py lab      # set up .venv, open JupyterLab on notebooks/ with the course's kernel
     python3 tasks.py setup    # only create/update .venv
     python3 tasks.py lint     # ruff
@@ -72,13 +73,32 @@ def course_env() -> dict[str, str]:
     return env
 
 
+NO_CUDA = ("gpu-check needs an NVIDIA GPU with its driver, and this machine has none (no nvidia-smi, no "
+           "/dev/nvidia*); `python3 tasks.py course` runs the smoke profile on the CPU")
+
+
+def cuda_driver_present() -> bool:
+    """An NVIDIA driver is there (checked before the venv is set up, so that gpu-check stops at once without it;
+    ``lmcourse gpu-check`` then asks torch)."""
+    import glob
+    import shutil
+
+    return bool(shutil.which("nvidia-smi") or glob.glob("/dev/nvidia[0-9]*"))
+
+
+TASKS = ("setup", "course", "test", "lint", "lab", "gpu-check")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
         return 0
     task, rest = argv[0], argv[1:]
-    if task not in {"setup", "course", "test", "lint", "lab"}:
-        print(f"unknown task {task!r}; choose one of: setup, course, test, lint, lab", file=sys.stderr)
+    if task not in TASKS:
+        print(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}", file=sys.stderr)
+        return 2
+    if task == "gpu-check" and not cuda_driver_present():
+        print(f"tasks.py: error: {NO_CUDA}", file=sys.stderr)
         return 2
     setup()
     env = course_env()
@@ -86,6 +106,8 @@ def main(argv: list[str]) -> int:
         return 0
     if task == "course":
         return _run([BIN / "lmcourse", "course", "--profile", "smoke", *rest], env)
+    if task == "gpu-check":  # exits 2 at once when torch sees no CUDA device
+        return _run([BIN / "lmcourse", "gpu-check", *rest], env)
     if task == "lab":  # the notebooks pick their profile from LMCOURSE_PROFILE (cpu when unset)
         root = ["--allow-root"] if os.name == "posix" and os.geteuid() == 0 else []  # containers often run as root
         return _run([BIN / "jupyter", "lab", f"--notebook-dir={ROOT / 'notebooks'}", *root, *rest], env)

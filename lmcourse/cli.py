@@ -134,6 +134,46 @@ def cmd_course(args: argparse.Namespace) -> int:
     return 1 if failed or len(rows) < len(notebooks) else 0
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    """Every notebook at smoke sizes on the CUDA device, and a short report; stops at once without CUDA."""
+    import torch
+
+    from lmcourse.errors import ArgumentError
+    from lmcourse.runner import GPU_CHECK_BUDGET_S, gpu_check, list_notebooks
+
+    if not str(args.device).startswith("cuda"):
+        raise ArgumentError(f"--device {args.device!r}: the CUDA check runs on 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise LmcourseError(f"no CUDA device here (torch {torch.__version__}, built for CUDA "
+                            f"{torch.version.cuda or 'none'}, sees no GPU): the CUDA check needs one. On this machine "
+                            "`python3 tasks.py course` runs the smoke profile on the CPU")
+    notebooks = list_notebooks(args.notebooks)
+    if args.only:
+        notebooks = [nb for nb in notebooks if any(p in nb.name for p in args.only)]
+    if not notebooks:
+        raise LmcourseError(f"no notebooks NN_*.ipynb found in {args.notebooks or 'notebooks/'}")
+    index = torch.device(args.device).index or 0
+    print(f"gpu-check: {torch.cuda.get_device_name(index)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+          f"bf16 {'supported' if torch.cuda.is_bf16_supported() else 'not supported'}; {len(notebooks)} notebooks, "
+          "smoke profile", flush=True)
+    rows = gpu_check(notebooks, args.device, runs_dir=args.runs_dir, run_id=args.run_id, progress=False)
+    return _gpu_check_report(rows, GPU_CHECK_BUDGET_S)
+
+
+def _gpu_check_report(rows: list[dict], budget_s: float) -> int:
+    """The table of :func:`lmcourse.runner.gpu_check`'s rows, the total against the budget; 1 if any failed."""
+    table = [{**r, "seconds": f"{r['seconds']:.1f}", "result": "pass" if r["status"] == "completed" else "FAIL"}
+             for r in rows]
+    _print_table(table, ["notebook", "result", "seconds", "device", "dtype", "peak memory MiB", "error"])
+    total = sum(r["seconds"] for r in rows)
+    failed = [r["notebook"] for r in rows if r["status"] != "completed"]
+    print(f"total {total:.0f} s (budget {budget_s:.0f} s{', over it' if total > budget_s else ''}); "
+          f"{len(rows) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    if rows:
+        print(f"runs: {Path(rows[0]['run_dir']).parent}")
+    return 1 if failed else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from lmcourse.bench import (
         compare_with_shipped,
@@ -278,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-on-error", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_course)
+
+    p = sub.add_parser("gpu-check", help="every notebook at smoke sizes on the CUDA device, with a short report "
+                                         "(device, dtype, peak memory, time, pass/fail); refuses without CUDA")
+    p.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    p.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: the repo's)")
+    p.add_argument("--only", nargs="*", default=None, help="substrings of notebook names to run")
+    p.add_argument("--runs-dir", default=None, help="runs go to <runs-dir>/gpu-check/<run-id>/ (default: ./runs)")
+    p.add_argument("--run-id", default=None)
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser("bench", help="run a benchmark spec (notebook × model × task × seed × profile)")
     p.add_argument("spec", help="a spec YAML file or a shipped spec name (smoke, cpu, gpu)")

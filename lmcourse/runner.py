@@ -124,11 +124,14 @@ def run_notebook(
     extra_info: dict[str, Any] | None = None,
     progress: bool = True,
     kernel_name: str = "python3",
+    epilogue: str | None = None,
 ) -> RunResult:
     """Execute ``notebook`` with papermill into ``runs/<group or notebook>/<run-id>/``.
 
     Unknown parameter names or profiles fail before anything runs. The kernel sees
     ``LMCOURSE_RUN_DIR`` (where :func:`lmcourse.tracking.record_metrics` writes) and ``LMCOURSE_PROFILE``.
+    ``epilogue``: code run in one more cell after the notebook's last (what :func:`gpu_check` records); the
+    executed notebook under the run folder shows it, the notebook itself is not changed.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -165,12 +168,20 @@ def run_notebook(
     # no progress bars inside the kernel: the executed notebook under runs/ keeps readable outputs (this
     # process's own bar over the cells is unaffected: tqdm reads TQDM_* when it is imported)
     os.environ[HEADLESS_PROGRESS_ENV] = "1"
+    source = nb
+    if epilogue:
+        import nbformat
+
+        copy = nbformat.read(nb, as_version=4)
+        copy.cells.append(nbformat.v4.new_code_cell(epilogue, metadata={"tags": ["epilogue"]}))
+        source = folder / f".input-{nb.name}"
+        nbformat.write(copy, source)
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     status, error = "completed", None
     try:
         papermill.execute_notebook(
-            str(nb), str(output), parameters=params, kernel_name=kernel_name, cwd=str(nb.parent),
+            str(source), str(output), parameters=params, kernel_name=kernel_name, cwd=str(nb.parent),
             progress_bar=progress, log_output=False, report_mode=False,
         )
     except PapermillExecutionError as exc:
@@ -182,6 +193,8 @@ def run_notebook(
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
     finally:
         wall = time.perf_counter() - started
+        if source != nb:
+            source.unlink(missing_ok=True)
         for key, value in env_before.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -353,3 +366,52 @@ def profile_run_cells(last: list[dict[str, Any]]) -> dict[str, str]:
         never = [r["notebook"] for r in mine if r["run"] is None]
         cells[profile] = "; ".join(ran + ([f"never run: {_prefixes(never)}"] if never else []))
     return cells
+
+
+# ---------------------------------------------------------------------------------- the CUDA check
+GPU_CHECK_EPILOGUE = """\
+# appended by `lmcourse gpu-check` (not part of the notebook): the device this run used, its precision policy
+# and the peak of PyTorch's CUDA allocator over the whole run
+import torch as _torch
+
+from lmcourse.runtime import bf16_supported as _bf16_supported
+from lmcourse.runtime import resolve_device as _resolve_device
+from lmcourse.tracking import record_metrics as _record_metrics
+
+_device = _resolve_device()
+_record_metrics({"device": str(_device),
+                 "gpu": _torch.cuda.get_device_name(_device) if _device.type == "cuda" else None,
+                 "dtype": "bf16 autocast" if _bf16_supported(_device) else "fp32",
+                 "peak_memory_bytes": _torch.cuda.max_memory_allocated(_device) if _device.type == "cuda" else None},
+                prefix="gpu_check")
+"""
+GPU_CHECK_BUDGET_S = 480  # every notebook at smoke sizes on one GPU
+
+
+def gpu_check(notebooks: list[Path], device: str = "cuda", runs_dir: str | os.PathLike | None = None,
+              run_id: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Run ``notebooks`` in the smoke profile with ``$LMCOURSE_DEVICE=device`` (so every context, model and
+    timer takes its CUDA path: bf16 autocast where supported, CUDA synchronisation, the allocator's peak)
+    into ``runs/gpu-check/<run-id>/<notebook>/``; one row per notebook: status, seconds, device, dtype, peak
+    memory, error. :func:`lmcourse.cli.cmd_gpu_check` refuses to start without CUDA."""
+    from lmcourse.runtime import DEVICE_ENV
+
+    root = Path(runs_dir or default_runs_dir()) / "gpu-check" / (run_id or new_run_id())
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = device
+    rows = []
+    try:
+        for nb in notebooks:
+            r = run_notebook(nb, profile="smoke", run_dir=root / Path(nb).stem, progress=progress,
+                             epilogue=GPU_CHECK_EPILOGUE, extra_info={"gpu_check": True})
+            peak = r.metrics.get("gpu_check/peak_memory_bytes")
+            rows.append({"notebook": r.notebook.name, "status": r.status, "seconds": r.wall_time_s,
+                         "device": r.metrics.get("gpu_check/device", ""), "dtype": r.metrics.get("gpu_check/dtype", ""),
+                         "peak memory MiB": f"{peak / 2**20:.0f}" if isinstance(peak, int | float) else "",
+                         "error": (r.error or "").splitlines()[0] if r.error else "", "run_dir": r.run_dir})
+    finally:
+        if before is None:
+            os.environ.pop(DEVICE_ENV, None)
+        else:
+            os.environ[DEVICE_ENV] = before
+    return rows
