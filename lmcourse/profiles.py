@@ -143,7 +143,7 @@ PROFILES: dict[str, Profile] = {
                   "continued_mlm": {"model": "minilm-l6", "steps": 3, "batch": 4, "block": 32, "lr": 1e-4,
                                     "warmup": 1, "eval_blocks": 8},
                   "distill": {"teacher": "minilm-l6", "corpus": "pretraining", "steps": 6, "batch": 4, "block": 32,
-                              "lr": 1e-3, "warmup": 1, "layer_pairs": ((0, 0), (1, 3), (2, 6))},
+                              "lr": 1e-3, "warmup": 1, "layer_pairs": ((0, 0), (1, 3), (2, 6)), "random_teacher": True},
                   "assert_n": None, "assert_margin": None, "assert_distill": None},
         # 10: a tiny T5 on a slice of wikitext-2; text to text on a few hundred SST-2 / MRPC examples
         seq2seq={"hub_model": None, "corpus_lines": 1500, "heldout_lines": 100, "vocab": 2000, "sentinels": 32,
@@ -272,7 +272,9 @@ PROFILES: dict[str, Profile] = {
                   # In a trial on this machine the SST-2 probe at n = 1000 rose from its step 0's 0.58 to 0.61, 0.69
                   # and 0.73 after 100, 200 and 400 steps (5 seeds each)
                   "distill": {"teacher": "minilm-l6", "corpus": "task", "steps": 200, "batch": 32, "block": 64,
-                              "lr": 7e-4, "warmup": 10, "layer_pairs": ((0, 0), (2, 3), (4, 6))},
+                              "lr": 7e-4, "warmup": 10, "layer_pairs": ((0, 0), (2, 3), (4, 6)),
+                              # the control: the same run from a random-init teacher (another ~150 s)
+                              "random_teacher": True},
                   # asserted (paired t, 95 % CI above 0): MiniLM beats its random-init twin at n = 1000 by at least
                   # this much, or, where the twin stays at the majority class (it did here: every seed predicted one
                   # class), the majority class itself; the distilled student beats its step 0 on the SST-2 probe at
@@ -387,7 +389,8 @@ PROFILES: dict[str, Profile] = {
                                     "warmup": 100, "eval_blocks": 256},
                   # general distillation (TinyBERT's first stage) on the pretraining corpus: 49M tokens, < 1 pass
                   "distill": {"teacher": "bert-base-uncased", "corpus": "pretraining", "steps": 3000, "batch": 128,
-                              "block": 128, "lr": 5e-4, "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12))},
+                              "block": 128, "lr": 5e-4, "warmup": 300, "layer_pairs": ((0, 0), (6, 6), (12, 12)),
+                              "random_teacher": True},
                   # no assertion until a gpu run has measured what to assert: none has run (no GPU was lent)
                   "assert_n": None, "assert_margin": None, "assert_distill": None},
         # t5-small from the Hub (its tokenizer and weights) for the text-to-text tasks; the scratch T5 is bigger

@@ -85,6 +85,7 @@ def test_transfer_sections_keep_the_study_design():
         assert max(t["random_lrs"]) >= 3e-3 and max(t["scratch_lrs"]) >= 3e-3, p.name
         # the pretraining is replicated (the unit of replication) and gated on beating the unigram baseline
         assert len(t["pretrain_seeds"]) >= 3 and t["gate_margin"] > 0, p.name
+        assert t["distill"]["random_teacher"], p.name  # distillation's control: a teacher that learned nothing
         assert t["model"]["hidden_dropout_prob"] == 0 and t["model"]["attention_probs_dropout_prob"] == 0, p.name
         # the crossing is fitted through >= 4 checkpoints over >= 1 decade of compute
         assert TR.crossing_supported([f * t["pretrain_steps"] for f in t["checkpoints"] if f > 0]), p.name
