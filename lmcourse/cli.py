@@ -109,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_course(args: argparse.Namespace) -> int:
+    from lmcourse.paths import default_runs_dir
+    from lmcourse.profiles import resolve_profile_name
     from lmcourse.runner import list_notebooks, new_run_id, run_notebook
 
     notebooks = list_notebooks(args.notebooks)
@@ -118,16 +120,18 @@ def cmd_course(args: argparse.Namespace) -> int:
         raise LmcourseError(f"no notebooks NN_*.ipynb found in {args.notebooks or 'notebooks/'}")
     run_id = args.run_id or new_run_id()
     rows = []
-    for nb in notebooks:
-        print(f"== {nb.name} ({args.profile or 'default'} profile)", flush=True)
-        r = run_notebook(nb, profile=args.profile, runs_dir=args.runs_dir, run_id=run_id, progress=not args.quiet)
+    width = max(len(nb.name) for nb in notebooks)
+    print(f"{len(notebooks)} notebooks, {resolve_profile_name(args.profile)} profile, into "
+          f"{Path(args.runs_dir or default_runs_dir()) / '<notebook>' / run_id}", flush=True)
+    for nb in notebooks:  # one line a notebook: its name when it starts, its status when it ends
+        print(f"{nb.name.ljust(width)}  ", end="" if not args.progress else "\n", flush=True)
+        r = run_notebook(nb, profile=args.profile, runs_dir=args.runs_dir, run_id=run_id, progress=args.progress)
         rows.append({"notebook": nb.name, "status": r.status, "seconds": f"{r.wall_time_s:.1f}",
                      "output": str(r.output)})
-        print(f"   {r.status} in {r.wall_time_s:.1f}s -> {r.output}", flush=True)
-        if not r.ok:
-            print(f"   error: {r.error}", file=sys.stderr)
-            if args.stop_on_error:
-                break
+        print(f"{r.status} in {r.wall_time_s:.1f}s" + ("" if r.ok else f": {(r.error or '').splitlines()[0]}"),
+              flush=True)
+        if not r.ok and args.stop_on_error:
+            break
     print()
     _print_table(rows, ["notebook", "status", "seconds", "output"])
     failed = [r for r in rows if r["status"] != "completed"]
@@ -316,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--run-id", default=None)
     p.add_argument("--stop-on-error", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--progress", action="store_true", help="papermill's bar over each notebook's cells")
+    p.add_argument("-q", "--quiet", action="store_true", help="(the default: one line a notebook, then the table)")
     p.set_defaults(func=cmd_course)
 
     p = sub.add_parser("gpu-check", help="every notebook at smoke sizes on the CUDA device, with a short report "

@@ -25,6 +25,12 @@ from lmcourse.profiles import PROFILE_ENV, resolve_profile_name
 from lmcourse.tracking import METRICS_FILE, RUN_DIR_ENV, write_json_atomic
 
 HEADLESS_PROGRESS_ENV = "TQDM_DISABLE"  # set for the kernels of headless runs
+# torch's profiler (kineto) writes "USDT: ... SyncActivityProfilerHandler.cpp ... profiler_start/stop" to the
+# kernel's stderr, which is the console of a headless run; its messages go up to level 5 (USDT), so 6 mutes them.
+# Set only where the user has not set it.
+KINETO_LOG_ENV, KINETO_QUIET = "KINETO_LOG_LEVEL", "6"
+# the kernel's own log on the console ("Kernel is running over TCP without encryption" at every start): errors only
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def git_commit(cwd: Path = REPO_ROOT) -> str | None:
@@ -162,7 +168,8 @@ def run_notebook(
 
     import tqdm  # noqa: F401 - imported (and its TQDM_* defaults read) before TQDM_DISABLE is set below
 
-    env_before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, PROFILE_ENV, HEADLESS_PROGRESS_ENV)}
+    env_before = {k: os.environ.get(k) for k in (RUN_DIR_ENV, PROFILE_ENV, HEADLESS_PROGRESS_ENV, KINETO_LOG_ENV)}
+    os.environ.setdefault(KINETO_LOG_ENV, KINETO_QUIET)
     os.environ[RUN_DIR_ENV] = str(folder.resolve())
     os.environ[PROFILE_ENV] = params["profile"]
     # no progress bars inside the kernel: the executed notebook under runs/ keeps readable outputs (this
@@ -182,7 +189,7 @@ def run_notebook(
     try:
         papermill.execute_notebook(
             str(source), str(output), parameters=params, kernel_name=kernel_name, cwd=str(nb.parent),
-            progress_bar=progress, log_output=False, report_mode=False,
+            progress_bar=progress, log_output=False, report_mode=False, extra_arguments=KERNEL_ARGUMENTS,
         )
     except PapermillExecutionError as exc:
         status, error = "failed", f"{exc.ename}: {exc.evalue}"

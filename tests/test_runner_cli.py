@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,32 @@ def test_headless_runs_keep_progress_bars_out_of_the_saved_notebook(tmp_path):
     streams = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
     text = "".join(o["text"] for o in streams)
     assert "done" in text and "it/s" not in text and "loop" not in text, text[:500]
+
+
+PROFILED = """import torch
+from torch.profiler import ProfilerActivity, profile
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    torch.ones(3) @ torch.ones(3)
+print("profiled")"""
+
+
+def test_course_console_is_one_line_a_notebook_then_the_table(tmp_path, capfd, monkeypatch):
+    """No progress bars, no kernel log ("running over TCP without encryption") and no torch profiler lines
+    ("USDT: ... profiler_start") on the console (the kernel writes to the runner's file descriptors: capfd)."""
+    monkeypatch.delenv("KINETO_LOG_LEVEL", raising=False)
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "01_profiled.ipynb", PROFILED)
+    _notebook(folder / "02_plain.ipynb", GOOD)
+    assert cli_main(["course", "--notebooks", str(folder), "--profile", "smoke", "--runs-dir", str(tmp_path / "runs"),
+                     "--run-id", "c"]) == 0
+    out, err = capfd.readouterr()
+    assert err == "", err
+    lines = out.splitlines()
+    assert lines[0].startswith("2 notebooks, smoke profile, into ")
+    assert re.fullmatch(r"01_profiled\.ipynb  completed in \d+\.\ds", lines[1]), lines
+    assert re.fullmatch(r"02_plain\.ipynb     completed in \d+\.\ds", lines[2]), lines
+    assert lines[3] == "" and lines[4].split() == ["notebook", "status", "seconds", "output"] and len(lines) == 8
+    assert os.environ.get("KINETO_LOG_LEVEL") is None  # this process's environment is restored
+    executed = nbformat.read(tmp_path / "runs" / "01_profiled" / "c" / "01_profiled.ipynb", as_version=4)
+    assert "profiled" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
