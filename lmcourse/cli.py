@@ -198,6 +198,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.ship and (args.only or args.dry_run):
         raise ArgumentError("--ship ships the whole finished sweep and runs nothing: drop --only/--dry-run")
     spec = load_spec(args.spec)
+    if not args.ship:  # every run's notebook parameters checked before any of them runs
+        from lmcourse.runner import check_parameters
+
+        for planned in [*spec.prepare, *spec.runs]:
+            check_parameters(f"{spec.path.name}: {Path(planned.notebook).name}", planned.parameters)
     if args.ship:
         folder = ship_results(spec, runs_dir=args.runs_dir, shipped_dir=args.shipped_dir,
                               allow_incomplete=args.allow_incomplete, keep_shipped=args.keep_shipped)

@@ -128,3 +128,13 @@ def test_good_parameters_pass():
     check_parameters("x", {"seed": 2**32 - 1, "pretrain_seed": 3, "num_epochs": 0.5})
     with pytest.raises(ArgumentError, match=r"batch_size = 2\.5 is not a positive integer"):
         check_parameters("x", {"batch_size": 2.5})
+
+
+def test_bench_checks_every_run_parameter_before_running(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ndescription: a seed out of range\nnotebook: 07_finetuning_glue\n"
+                    "parameters: {analysis: false}\nmatrix:\n  model: [minilm-l6]\n  task: [sst2]\n  seed: [0, -1]\n"
+                    "  profile: [smoke]\ntolerance: 0.05\n")
+    code, err = _exit_code(["bench", str(spec), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    assert code == 2 and "bad.yaml: 07_finetuning_glue.ipynb: parameter seed = -1 is not a seed" in err, err
+    assert not (tmp_path / "runs").exists()
