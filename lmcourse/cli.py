@@ -268,7 +268,7 @@ PROFILE_RUNS_HEADER = "last complete run of each notebook (`lmcourse runs --prof
 def _print_profile_runs(root: Path, shipped_dir: str | None, *, markdown: bool) -> int:
     """For each notebook and profile its last complete run (date, commit, machine, wall time, where) or "never
     run". ``markdown``: the README's column, from the shipped results only (runs/ is this machine's)."""
-    from lmcourse.runner import complete_runs, describe_run, last_complete_runs, profile_run_cells
+    from lmcourse.run_history import complete_runs, describe_run, last_complete_runs, profile_run_cells
 
     last = last_complete_runs(complete_runs(root, shipped_dir, local=not markdown))
     if markdown:

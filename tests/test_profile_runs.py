@@ -10,7 +10,7 @@ import pytest
 
 from lmcourse.cli import PROFILE_RUNS_HEADER
 from lmcourse.cli import main as cli_main
-from lmcourse.runner import complete_runs, describe_run, last_complete_runs, profile_run_cells
+from lmcourse.run_history import complete_runs, describe_run, last_complete_runs, profile_run_cells
 
 REPO = Path(__file__).resolve().parent.parent
 
