@@ -148,9 +148,11 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
     if not str(args.device).startswith("cuda"):
         raise ArgumentError(f"--device {args.device!r}: the CUDA check runs on 'cuda' or 'cuda:N'")
     if not torch.cuda.is_available():
-        raise LmcourseError(f"no CUDA device here (torch {torch.__version__}, built for CUDA "
-                            f"{torch.version.cuda or 'none'}, sees no GPU): the CUDA check needs one. On this machine "
-                            "`python3 tasks.py course` runs the smoke profile on the CPU")
+        build = (f"a CPU-only build: on a GPU machine reinstall torch=={torch.__version__.split('+')[0]} from PyPI, "
+                 "whose Linux wheel is the CUDA build" if torch.version.cuda is None
+                 else f"built for CUDA {torch.version.cuda}, sees no GPU or driver")
+        raise LmcourseError(f"no CUDA device here (torch {torch.__version__}: {build}); the CUDA check needs one. "
+                            "On this machine `python3 tasks.py course` runs the smoke profile on the CPU")
     notebooks = list_notebooks(args.notebooks)
     if args.only:
         notebooks = [nb for nb in notebooks if any(p in nb.name for p in args.only)]
