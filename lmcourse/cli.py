@@ -55,6 +55,13 @@ SEED = _number(int, 0, high=2**32 - 1)  # numpy's and torch's seed range
 PROBABILITY = _number(float, 0, high=1, below=True)  # a dropout rate
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line for a user's mistake (no usage block): what was wrong and where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
@@ -300,7 +307,7 @@ def cmd_exercises(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmcourse", description="Large language models from theory to practice")
+    parser = _Parser(prog="lmcourse", description="Large language models from theory to practice")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("env", help="print library versions, device, threads and data sources")

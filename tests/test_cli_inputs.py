@@ -30,6 +30,8 @@ def test_pretrain_steps_must_be_positive(steps, tmp_path, capsys):
     code, err = _exit_code(["pretrain", "--steps", steps, "--out", str(out), "--profile", "smoke"], capsys)
     assert code == 2
     assert "argument --steps:" in err and "an integer >= 1" in err, err
+    assert err == f"lmcourse pretrain: error: argument --steps: {err.split('--steps: ')[1]}"  # one line, no usage
+    assert err.count("\n") == 1 and "(see `lmcourse pretrain --help`)" in err
     assert not out.exists()
 
 
