@@ -99,7 +99,8 @@ def check_parameters(notebook: str, params: dict[str, Any]) -> None:
     """Check the values of a notebook's papermill parameters where they enter (``lmcourse run -p``, ``course``,
     benchmark specs), before any folder is made or cell runs: a seed is an integer in :data:`SEED_RANGE`, sizes
     and rates in :data:`POSITIVE_PARAMETERS` are ``None`` or > 0 (integers where they count), switches are true
-    or false. One :class:`ArgumentError` names the parameter and what it must be."""
+    or false, ``task``/``tasks`` name GLUE tasks. One :class:`ArgumentError` names the parameter and what it
+    must be."""
 
     def bad(name: str, value: Any, what: str) -> ArgumentError:
         return ArgumentError(f"{notebook}: parameter {name} = {value!r} is not {what}")
@@ -117,6 +118,14 @@ def check_parameters(notebook: str, params: dict[str, Any]) -> None:
                           else "a positive number (or None: the profile's)")
         elif name in BOOLEAN_PARAMETERS and not isinstance(value, bool):
             raise bad(name, value, "true or false")
+        elif name in ("task", "tasks") and value is not None:
+            from lmcourse.data import GLUE_TASKS
+
+            trainable = [t for t in GLUE_TASKS if t != "ax"]  # AX is MNLI's diagnostic set: no training split
+            names = [value] if name == "task" else value
+            if not isinstance(names, list) or not names or any(n not in trainable for n in names):
+                raise bad(name, value, ("a GLUE task" if name == "task" else "a list of GLUE tasks")
+                          + f" ({', '.join(trainable)}), or None: the profile's")
 
 
 def run_notebook(

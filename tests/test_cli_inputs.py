@@ -130,6 +130,12 @@ def test_good_parameters_pass():
     check_parameters("x", {"seed": 2**32 - 1, "pretrain_seed": 3, "num_epochs": 0.5})
     with pytest.raises(ArgumentError, match=r"batch_size = 2\.5 is not a positive integer"):
         check_parameters("x", {"batch_size": 2.5})
+    check_parameters("x", {"task": "rte", "tasks": ["cola", "stsb"]})
+    with pytest.raises(ArgumentError, match=r"task = 'sst-2' is not a GLUE task .*sst2.*wnli\), or None"):
+        check_parameters("x", {"task": "sst-2"})
+    for tasks in ("mrpc", [], ["mrpc", "imdb"], ["ax"]):
+        with pytest.raises(ArgumentError, match="is not a list of GLUE tasks"):
+            check_parameters("x", {"tasks": tasks})
 
 
 def test_bench_checks_every_run_parameter_before_running(tmp_path, capsys):
