@@ -29,8 +29,10 @@ HEADLESS_PROGRESS_ENV = "TQDM_DISABLE"  # set for the kernels of headless runs
 # kernel's stderr, which is the console of a headless run; its messages go up to level 5 (USDT), so 6 mutes them.
 # Set only where the user has not set it.
 KINETO_LOG_ENV, KINETO_QUIET = "KINETO_LOG_LEVEL", "6"
-# the kernel's own log on the console ("Kernel is running over TCP without encryption" at every start): errors only
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# the kernel's own log on the console: "Kernel is running over TCP without encryption" (a warning at every start)
+# and, under load, "KeyboardInterrupt caught in kernel" (an error: jupyter_client sends SIGINT before every
+# shutdown). Critical only; a kernel that dies still fails its run, with the error in metrics.json and the output
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def git_commit(cwd: Path = REPO_ROOT) -> str | None:
