@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -381,3 +383,22 @@ def test_every_chapter_has_further_reading_with_sources():
         text = reading_markdown(chapter)
         assert text.startswith("## Further reading") and all(d in text for d in docs)
         assert all(re.search(r"\]\(https://", d) for d in docs), docs
+
+
+# every chapter 01-14 ends with its exercise cells, one per registered exercise, each checking through
+# solution_for_headless, and a Further reading cell
+CHAPTERS = sorted(p for p in (Path(__file__).resolve().parent.parent / "notebooks").glob("[01][0-9]_*.ipynb")
+                  if 1 <= int(p.name[:2]) <= 14)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_ends_with_its_exercises_and_further_reading(path):
+    chapter = int(path.name[:2])
+    cells = nbformat.read(path, as_version=4).cells
+    sources = [c.source for c in cells if c.cell_type == "code"]
+    for ex in exercises.exercises_of(chapter):
+        cell = [s for s in sources if f"exercises.check({ex.id!r}" in s]
+        assert len(cell) == 1, f"{path.name}: no (or more than one) exercise cell for {ex.id}"
+        assert f"exercises.solution_for_headless({ex.id!r}" in cell[0]
+    assert cells[-1].cell_type == "markdown" and cells[-1].source.startswith("## Further reading")
+    assert "arXiv" in cells[-1].source or "20" in cells[-1].source
