@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import time
-from urllib.error import URLError
 from urllib.request import Request, urlopen
 
 import nbformat
-from test_jupyter_server import PANEL, DevTools, JupyterServer, _chromium, _free_port
+from test_jupyter_server import PANEL, DevTools, JupyterServer, _chromium, headless_chromium, lab_settings
 
 from lmcourse import exercises
 from lmcourse.exercises.cells import answer_name, code_cell_source
@@ -89,7 +86,7 @@ async def _learner_session(devtools_port: int, lab_url: str, wrong: str, right: 
 
 
 def test_a_wrong_answer_typed_in_jupyterlab_shows_the_hint_and_the_right_one_passes(tmp_path):
-    chromium = _chromium()
+    _chromium()  # fails at once, saying how to install it, when there is none
     ex = exercises.exercise("02.sdpa")
     cell, name = code_cell_source(ex), answer_name(ex)
     placeholder = f"{name} = exercises.unanswered('02.sdpa')"
@@ -102,13 +99,9 @@ def test_a_wrong_answer_typed_in_jupyterlab_shows_the_hint_and_the_right_one_pas
     wrong = cell.replace(placeholder, f"def {name}(q, k, v, mask=None):\n{WRONG_BODY}")
     right = cell.replace(placeholder, f"def {name}(q, k, v, mask=None):\n{RIGHT_BODY}")
 
-    settings = tmp_path / "lab-settings"
-    for ext, plugin, value in (("notebook-extension", "tracker", {"windowingMode": "none"}),
-                               ("apputils-extension", "notification", {"fetchNews": "false", "checkForUpdates": False}),
-                               # what is typed stays as typed: no auto-closed brackets
-                               ("codemirror-extension", "plugin", {"defaultConfig": {"autoClosingBrackets": False}})):
-        (settings / "@jupyterlab" / ext).mkdir(parents=True, exist_ok=True)
-        (settings / "@jupyterlab" / ext / f"{plugin}.jupyterlab-settings").write_text(json.dumps(value))
+    settings = lab_settings(tmp_path / "lab-settings",
+                            # what is typed stays as typed: no auto-closed brackets
+                            ("codemirror-extension", "plugin", {"defaultConfig": {"autoClosingBrackets": False}}))
     learner = {k: v for k, v in os.environ.items()
                if k not in {"PYTEST_CURRENT_TEST", "LMCOURSE_VERDICT_LOG", "TQDM_DISABLE", exercises.MODE_ENV}}
     env = dict(learner, LMCOURSE_PROFILE="smoke", JUPYTERLAB_SETTINGS_DIR=str(settings),
@@ -116,33 +109,14 @@ def test_a_wrong_answer_typed_in_jupyterlab_shows_the_hint_and_the_right_one_pas
     logs = tmp_path / "logs"
     logs.mkdir()
     server = JupyterServer(root, logs / "server.log", env, extra=["--LabApp.expose_app_in_browser=True"])
-    port = _free_port()
-    browser = subprocess.Popen(
-        [chromium, "--headless=new", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
-         "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={logs / 'profile'}", "about:blank"],
-        stdout=(logs / "chromium.log").open("w"), stderr=subprocess.STDOUT)
     try:
         server.wait_ready()
-        end = time.monotonic() + 60
-        while True:
-            try:
-                urlopen(f"http://127.0.0.1:{port}/json/version", timeout=5).read()
-                break
-            except (URLError, ConnectionError, OSError):
-                if time.monotonic() > end or browser.poll() is not None:
-                    raise RuntimeError("chromium did not start:\n"
-                                       f"{(logs / 'chromium.log').read_text()[-3000:]}") from None
-                time.sleep(0.5)
-        lab_url = f"{server.url}/lab/tree/exercise.ipynb?token={server.token}"
-        typed_wrong, failed, typed_right, passed = asyncio.run(_learner_session(port, lab_url, wrong, right, logs))
+        with headless_chromium(logs) as port:
+            lab_url = f"{server.url}/lab/tree/exercise.ipynb?token={server.token}"
+            typed_wrong, failed, typed_right, passed = asyncio.run(
+                _learner_session(port, lab_url, wrong, right, logs))
     finally:
-        browser.terminate()
         server.stop()
-        try:
-            browser.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            browser.kill()
     assert typed_wrong == wrong and typed_right == right  # the page holds what was typed
     assert "✗ 02.sdpa" in failed and "scores are not divided by √d_k" in failed, failed
     assert "Error" not in failed  # a failed check, not a traceback

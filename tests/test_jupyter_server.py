@@ -8,6 +8,7 @@ included, and a deliberately failing assertion must come back as an ``AssertionE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -183,6 +184,46 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
+
+def lab_settings(folder: Path, *extra: tuple[str, str, dict]) -> Path:
+    """JupyterLab user settings for a test: every cell rendered (not only those in view), no news or update
+    pop-ups, plus ``extra`` ``(extension, plugin, value)`` triples."""
+    for ext, plugin, value in (("notebook-extension", "tracker", {"windowingMode": "none"}),
+                               ("apputils-extension", "notification", {"fetchNews": "false", "checkForUpdates": False}),
+                               *extra):
+        (folder / "@jupyterlab" / ext).mkdir(parents=True, exist_ok=True)
+        (folder / "@jupyterlab" / ext / f"{plugin}.jupyterlab-settings").write_text(json.dumps(value))
+    return folder
+
+
+@contextlib.contextmanager
+def headless_chromium(logs: Path):
+    """Headless chromium with its DevTools endpoint up; yields the DevTools port, and stops the browser after."""
+    port = _free_port()
+    browser = subprocess.Popen(
+        [_chromium(), "--headless=new", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+         "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={logs / 'profile'}", "about:blank"],
+        stdout=(logs / "chromium.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                urlopen(f"http://127.0.0.1:{port}/json/version", timeout=5).read()
+                break
+            except (URLError, ConnectionError, OSError):
+                if time.monotonic() > end or browser.poll() is not None:
+                    raise RuntimeError("chromium did not start:\n"
+                                       f"{(logs / 'chromium.log').read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield port
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+
 class DevTools:
     """A minimal Chrome DevTools Protocol client over one page target's websocket."""
 
@@ -298,52 +339,25 @@ async def _run_notebook_in_lab(page: DevTools) -> None:
 
 
 def test_jupyterlab_in_a_headless_browser_renders_latex_and_plots(tmp_path_factory):
-    chromium = _chromium()
-    settings = tmp_path_factory.mktemp("lab-settings")
-    # every cell rendered (not only those in view), and no news or update pop-ups
-    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none"}))
-    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    _chromium()  # fails at once, saying how to install it, when there is none
+    settings = lab_settings(tmp_path_factory.mktemp("lab-settings"))
     env = dict(os.environ, LMCOURSE_PROFILE="smoke", JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTER_RUNTIME_DIR=str(tmp_path_factory.mktemp("jupyter-runtime")))
     env.pop("MPLBACKEND", None)  # the inline backend, as a learner gets it
     logs = tmp_path_factory.mktemp("browser")
     server = JupyterServer(REPO, logs / "server.log", env, extra=["--LabApp.expose_app_in_browser=True"])
-    port = _free_port()
-    browser = subprocess.Popen(
-        [chromium, "--headless=new", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
-         "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={logs / 'profile'}", "about:blank"],
-        stdout=(logs / "chromium.log").open("w"), stderr=subprocess.STDOUT)
     try:
         server.wait_ready()
-        end = time.monotonic() + 60
-        while True:
-            try:
-                urlopen(f"http://127.0.0.1:{port}/json/version", timeout=5).read()
-                break
-            except (URLError, ConnectionError, OSError):
-                if time.monotonic() > end or browser.poll() is not None:
-                    raise RuntimeError("chromium did not start:\n"
-                                       f"{(logs / 'chromium.log').read_text()[-3000:]}") from None
-                time.sleep(0.5)
-        from lmcourse.runner import default_runs_dir
+        with headless_chromium(logs) as port:
+            from lmcourse.runner import default_runs_dir
 
-        screenshot = default_runs_dir() / "browser-test" / time.strftime("%Y%m%d-%H%M%S") / "jupyterlab.png"
-        lab_url = f"{server.url}/lab/tree/{BROWSER_NOTEBOOK}?token={server.token}"
-        state = asyncio.run(_drive_jupyterlab(port, lab_url, screenshot))
+            screenshot = default_runs_dir() / "browser-test" / time.strftime("%Y%m%d-%H%M%S") / "jupyterlab.png"
+            lab_url = f"{server.url}/lab/tree/{BROWSER_NOTEBOOK}?token={server.token}"
+            state = asyncio.run(_drive_jupyterlab(port, lab_url, screenshot))
         print(f"screenshot: {screenshot}; notebook state: {state}")
         assert state["executed"] == state["code_cells"] > 0 and not state["errors"], state
         assert state["math"] > 0 and state["raw_math"] == 0, state  # LaTeX typeset, no raw $...$ left
         assert state["images"] > 0, state  # a plot appeared
         assert screenshot.stat().st_size > 10_000
     finally:
-        browser.terminate()
         server.stop()
-        try:
-            browser.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            browser.kill()
