@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmcourse.errors import ArgumentError, UnknownNameError
+from lmcourse.readout import mean_pool
 from lmcourse.spread import Comparison, compare
 
 METHODS = ("naive", "replay", "ewc", "lora")
@@ -182,8 +183,7 @@ class MultiTaskClassifier(nn.Module):
         mask = batch["attention_mask"].to(dev)
         out = self.encoder(input_ids=batch["input_ids"].to(dev), attention_mask=mask,
                            token_type_ids=None if types is None else types.to(dev)).last_hidden_state
-        m = mask.unsqueeze(-1).to(out.dtype)
-        return (out * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return mean_pool(out, mask)
 
     def logits(self, batch: Mapping[str, Any], task: str) -> Tensor:
         """Logits of every example of ``batch`` under ``task``'s head."""
