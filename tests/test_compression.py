@@ -386,7 +386,7 @@ def test_classify_cli_prints_labels_and_refuses_bad_input(exported, tmp_path, ca
         return err
 
     assert "line 2 is empty" in error_of(["classify", str(folder)], "good\n\nalso good\n")
-    assert "no input" in error_of(["classify", str(folder)], "")
+    assert "standard input is empty" in error_of(["classify", str(folder)], "")
     long_text = "word " * 60
     assert "line 1 is 62 tokens long, more than the model's maximum of 32" in error_of(
         ["classify", str(folder)], long_text + "\n")
