@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from urllib.request import Request, urlopen
 
 import nbformat
-from test_jupyter_server import PANEL, DevTools, JupyterServer, _chromium, headless_chromium, lab_settings
+from test_jupyter_server import PANEL, DevTools, JupyterServer, _chromium, headless_chromium, lab_settings, open_page
 
 from lmcourse import exercises
 from lmcourse.exercises.cells import answer_name, code_cell_source
@@ -47,12 +46,7 @@ async def _run_and_read(page: DevTools, marker: str, timeout: float = 120) -> st
 
 
 async def _learner_session(devtools_port: int, lab_url: str, wrong: str, right: str, screenshots) -> tuple:
-    from tornado.websocket import websocket_connect
-
-    with urlopen(Request(f"http://127.0.0.1:{devtools_port}/json/new?about:blank", method="PUT"), timeout=30) as r:
-        target = json.loads(r.read())
-    conn = await websocket_connect(target["webSocketDebuggerUrl"], max_message_size=64 * 2**20)
-    page = DevTools(conn)
+    page = await open_page(devtools_port)
 
     async def shot(name: str) -> None:
         import base64
@@ -82,7 +76,7 @@ async def _learner_session(devtools_port: int, lab_url: str, wrong: str, right: 
             raise
         return typed_wrong, failed, typed_right, passed
     finally:
-        conn.close()
+        page.conn.close()
 
 
 def test_a_wrong_answer_typed_in_jupyterlab_shows_the_hint_and_the_right_one_passes(tmp_path):

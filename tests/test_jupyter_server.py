@@ -288,13 +288,17 @@ NOTEBOOK_STATE = """(() => {
 })()"""
 
 
-async def _drive_jupyterlab(devtools_port: int, lab_url: str, screenshot: Path) -> dict:
+async def open_page(devtools_port: int) -> DevTools:
+    """A new blank tab of the headless browser, driven over the DevTools protocol."""
     from tornado.websocket import websocket_connect
 
     with urlopen(Request(f"http://127.0.0.1:{devtools_port}/json/new?about:blank", method="PUT"), timeout=30) as r:
         target = json.loads(r.read())
-    conn = await websocket_connect(target["webSocketDebuggerUrl"], max_message_size=64 * 2**20)
-    page = DevTools(conn)
+    return DevTools(await websocket_connect(target["webSocketDebuggerUrl"], max_message_size=64 * 2**20))
+
+
+async def _drive_jupyterlab(devtools_port: int, lab_url: str, screenshot: Path) -> dict:
+    page = await open_page(devtools_port)
 
     async def save_screenshot(path: Path) -> None:
         import base64
@@ -320,7 +324,7 @@ async def _drive_jupyterlab(devtools_port: int, lab_url: str, screenshot: Path) 
         await save_screenshot(screenshot)
         return state
     finally:
-        conn.close()
+        page.conn.close()
 
 
 async def _run_notebook_in_lab(page: DevTools) -> None:
